@@ -1,0 +1,25 @@
+"""User-facing errors: each carries one line that names the problem and its fix."""
+
+
+class SegkitError(Exception):
+    """An error the CLI prints as one line (no traceback unless --debug)."""
+
+
+class ImageReadError(SegkitError):
+    """An input could not be read as an image."""
+
+
+class WeightsUnavailableError(SegkitError):
+    """Weights are neither cached nor reachable."""
+
+
+class CheckpointError(SegkitError):
+    """A checkpoint file does not fit the architecture it is loaded into."""
+
+
+class ConfigError(SegkitError):
+    """A model config asks for something segkit cannot honour."""
+
+
+class DeviceError(SegkitError):
+    """The requested device or dtype is not available."""
