@@ -37,6 +37,10 @@ class Segmenter:
         result.meta.setdefault("image_size", [int(rgb.shape[0]), int(rgb.shape[1])])
         return result
 
+    def predict_batch(self, images, **options) -> list[Result]:
+        """Segment several images; backends override this where batching shares work."""
+        return [self.predict(image, **options) for image in images]
+
     def _predict(self, rgb: np.ndarray, **options) -> Result:
         raise NotImplementedError
 
