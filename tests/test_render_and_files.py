@@ -1,0 +1,143 @@
+"""Renderer and output files on small synthetic results (no model needed)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from segkit import render
+from segkit.errors import SegkitError
+from segkit.files import OutputWriter, check_writable, collect_inputs, slug
+from segkit.result import Result, boxes_from_masks
+
+
+def _masks(h=20, w=30):
+    yy, xx = np.mgrid[:h, :w]
+    a = (yy - 8) ** 2 + (xx - 9) ** 2 < 25
+    b = (xx >= 20) & (yy >= 3) & (yy < 15)
+    return np.stack([a, b])
+
+
+def _image(h=20, w=30):
+    return np.full((h, w, 3), 100, np.uint8)
+
+
+def test_boxes_from_masks():
+    masks = np.zeros((2, 5, 6), bool)
+    masks[0, 1:3, 2:5] = True
+    assert boxes_from_masks(masks).tolist() == [[2, 1, 5, 3], [0, 0, 0, 0]]
+
+
+def test_to_coco_round_trip():
+    masks = _masks()
+    res = Result("instance", masks, ["a", "b"], [0.9, 0.5], boxes_from_masks(masks))
+    records = res.to_coco()
+    for mask, rec in zip(masks, records):
+        assert isinstance(rec["segmentation"]["counts"], str)
+        assert (mask_utils.decode(rec["segmentation"]).astype(bool) == mask).all()
+        assert rec["area"] == mask.sum()
+        x, y, w, h = rec["bbox"]
+        ys, xs = np.nonzero(mask)
+        assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    json.dumps(records)
+
+
+def test_overlay_tints_only_masked_pixels():
+    masks = _masks()
+    res = Result("instance", masks, ["a", "b"], [0.9, 0.5], boxes_from_masks(masks))
+    out = render.overlay(_image(), res, alpha=0.5, contours=False, captions=False, legend=False)
+    colors = render.segment_colors(res)
+    assert out.shape == (20, 30, 3)
+    assert (out[~masks.any(0)] == 100).all()
+    expected = np.round(0.5 * 100 + 0.5 * colors[0].astype(float))
+    assert np.abs(out[masks[0]].astype(float) - expected).max() <= 1
+
+
+def test_colors_deterministic_and_palette_used():
+    masks = _masks()
+    palette = np.array([[1, 2, 3], [200, 100, 50]], np.uint8)
+    sem = Result("semantic", masks, ["x", "y"], [1, 1], boxes_from_masks(masks), class_ids=[1, 0], palette=palette)
+    assert render.segment_colors(sem).tolist() == [[200, 100, 50], [1, 2, 3]]
+    inst = Result("instance", masks, ["o", "o"], [1, 1], boxes_from_masks(masks))
+    c1, c2 = render.segment_colors(inst), render.segment_colors(inst)
+    assert (c1 == c2).all() and not (c1[0] == c1[1]).all()
+
+
+def test_label_images():
+    masks = _masks()
+    sem = Result("semantic", masks, ["x", "y"], [1, 1], boxes_from_masks(masks),
+                 label_map=np.where(masks[1], 7, 0), class_ids=[0, 7], palette=np.zeros((150, 3), np.uint8))
+    img = render.label_image(sem)
+    assert img.mode == "P" and (np.asarray(img) == sem.label_map).all()
+    inst = Result("instance", masks, ["o", "o"], [0.2, 0.9], boxes_from_masks(masks), segment_ids=[300, 2])
+    ids = np.asarray(render.label_image(inst))
+    assert ids.dtype == np.uint16 and set(np.unique(ids)) == {0, 2, 300}
+    assert ids[8, 9] == 300
+
+
+def test_heatmap_gray_and_color():
+    heat = np.array([[0.0, 0.5, 1.0]], np.float32)
+    assert render.heatmap_gray(heat).tolist() == [[0, 128, 255]]
+    assert render.heatmap_color(heat).shape == (1, 3, 3)
+
+
+def test_writer_outputs(tmp_path):
+    masks = _masks()
+    heat = masks.astype(np.float32) * 0.75
+    res = Result("prompted", masks, ["cat", "../../evil"], [0.75, 0.75], boxes_from_masks(masks), heatmaps=heat,
+                 label_map=np.where(masks[0], 1, np.where(masks[1], 2, 0)))
+    out = tmp_path / "out"
+    writer = OutputWriter(out, save=("labels", "json", "heatmaps", "masks", "grid"))
+    written = writer.write(tmp_path / "a" / "pic.jpg", _image(), res, {"prompts": ["cat", "../../evil"]})
+    names = sorted(p.relative_to(out).as_posix() for p in written)
+    assert names == sorted(["pic_overlay.png", "pic_labels.png", "pic_cat_heat.png", "pic_evil_heat.png",
+                            "pic_masks/000_cat.png", "pic_masks/001_evil.png", "pic_grid.png", "pic.json"])
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in written)
+    heat_png = np.asarray(Image.open(out / "pic_cat_heat.png"))
+    assert heat_png.dtype == np.uint8 and heat_png.max() == round(0.75 * 255)
+    record = json.loads((out / "pic.json").read_text())
+    assert record["kind"] == "prompted" and record["width"] == 30 and record["height"] == 20
+    assert [s["label"] for s in record["segments"]] == ["cat", "../../evil"]
+    assert record["segments"][0]["heatmap_file"] == "pic_cat_heat.png"
+    # Same stem again (another folder): new names, nothing overwritten.
+    second = writer.write(tmp_path / "b" / "pic.png", _image(), res, {})
+    assert second[0].name == "pic-1_overlay.png"
+
+
+def test_writer_never_overwrites_inputs(tmp_path):
+    masks = _masks()
+    res = Result("instance", masks, ["o", "o"], [1, 1], boxes_from_masks(masks))
+    victim = tmp_path / "x_overlay.png"
+    victim.write_bytes(b"precious")
+    writer = OutputWriter(tmp_path, inputs=[tmp_path / "x.jpg", victim])
+    written = writer.write(tmp_path / "x.jpg", _image(), res, {})
+    assert victim.read_bytes() == b"precious"
+    assert victim not in written
+
+
+def test_slug():
+    assert slug("../x") == "x"
+    assert slug("a dog / cat") == "a-dog-cat"
+    assert slug("...") == "prompt"
+
+
+def test_collect_inputs(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.jpg", "b.PNG", "notes.txt", "sub/c.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    found = collect_inputs([str(tmp_path)])
+    assert [p.name for p in found.paths] == ["a.jpg", "b.PNG"]
+    found = collect_inputs([str(tmp_path)], recursive=True)
+    assert sorted(p.name for p in found.paths) == ["a.jpg", "b.PNG", "c.webp"]
+    found = collect_inputs([str(tmp_path / "*.jpg"), str(tmp_path / "a.jpg"), str(tmp_path / "nope.jpg")])
+    assert [p.name for p in found.paths] == ["a.jpg"] and len(found.missing) == 1
+
+
+def test_check_writable(tmp_path):
+    check_writable(tmp_path / "new" / "deep")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SegkitError, match="not writable"):
+        check_writable(blocker / "out")
