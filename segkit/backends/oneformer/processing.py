@@ -1,0 +1,198 @@
+"""OneFormer's own test-time pre- and post-processing (SHI-Labs/OneFormer on detectron2).
+
+Not transformers' ``OneFormerProcessor``/``post_process_*``, which round sizes differently, do not
+pad to 32, resize probabilities instead of cropped logits and use other panoptic and instance
+rules. The rules here are spelled out in ``shared/fixtures/oneformer_post/README.md``.
+
+Every inference below walks the image in bands of rows (see ``upsample.MaskUpsampler``), so
+memory grows with the output, not with queries x pixels; results do not depend on the band size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .upsample import MaskUpsampler
+
+# Same in every OneFormer config (RGB order, 0-255 scale).
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
+def resized_size(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
+    """detectron2 ``ResizeShortestEdge.get_output_shape``: rounds half up (transformers truncates)."""
+    scale = short_edge / min(height, width)
+    if height < width:
+        new_h, new_w = short_edge, scale * width
+    else:
+        new_h, new_w = scale * height, short_edge
+    if max(new_h, new_w) > max_size:
+        shrink = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * shrink, new_w * shrink
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def padded_size(height: int, width: int, divisibility: int) -> tuple[int, int]:
+    return math.ceil(height / divisibility) * divisibility, math.ceil(width / divisibility) * divisibility
+
+
+def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pillow's bilinear filter on the uint8 image, as detectron2's ``ResizeTransform``."""
+    from PIL import Image
+
+    height, width = size
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+
+
+def normalize_and_pad(rgb: np.ndarray, divisibility: int) -> np.ndarray:
+    """(pixel - mean) / std in float32, 3 x Hp x Wp, padded bottom/right with 0 (the mean colour)."""
+    height, width = rgb.shape[:2]
+    out = np.zeros((3, *padded_size(height, width, divisibility)), dtype=np.float32)
+    chw = rgb.transpose(2, 0, 1).astype(np.float32)
+    out[:, :height, :width] = (chw - PIXEL_MEAN[:, None, None]) / PIXEL_STD[:, None, None]
+    return out
+
+
+def preprocess(rgb: np.ndarray, short_edge: int, max_size: int, divisibility: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The backbone's input (3 x Hp x Wp float32) and the resized size (h, w) it holds."""
+    size = resized_size(rgb.shape[0], rgb.shape[1], short_edge, max_size)
+    return normalize_and_pad(resize_image(rgb, size), divisibility), size
+
+
+def semantic_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, band_rows: int | None = None):
+    """Per-pixel class (argmax of ``sum_q P[q, c] * sigmoid(M[q])``) and per-class score sums.
+
+    Returns ``label_map`` (H x W int32, CPU), ``share_sums`` (C float64: the sum over each class's
+    pixels of its share of the pixel's total class score) and ``pixel_counts`` (C int64).
+    """
+    num_classes = class_logits.shape[-1] - 1
+    probs = class_logits.float().softmax(-1)[:, :num_classes]
+    label_map = torch.empty(upsampler.image_hw, dtype=torch.int32)
+    share_sums = torch.zeros(num_classes, dtype=torch.float64)
+    pixel_counts = torch.zeros(num_classes, dtype=torch.int64)
+    n_values = max(upsampler.num_queries, num_classes)
+    for start, stop in upsampler.bands(n_values, band_rows):
+        scores = torch.einsum("qc,qhw->chw", probs, upsampler.rows(start, stop).sigmoid_())
+        labels = scores.argmax(0)
+        share = scores.gather(0, labels[None])[0].double() / scores.sum(0, dtype=torch.float64)
+        labels = labels.flatten().cpu()
+        share_sums += torch.bincount(labels, weights=share.flatten().cpu(), minlength=num_classes)
+        pixel_counts += torch.bincount(labels, minlength=num_classes)
+        label_map[start:stop] = labels.view(stop - start, -1)
+    return label_map, share_sums, pixel_counts
+
+
+@dataclass
+class PanopticSegment:
+    id: int
+    category_id: int
+    isthing: bool
+    score: float
+    query: int
+
+
+def panoptic_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, isthing: np.ndarray,
+                       object_mask_threshold: float, overlap_threshold: float, band_rows: int | None = None):
+    """OneFormer's panoptic rule: id map (H x W int32, 0 = void, CPU) and its segments in id order.
+
+    Queries whose best class is not "no object" and whose score beats the threshold compete per
+    pixel by ``score * sigmoid(mask)``; a query keeps the pixels it wins where its own mask is
+    >= 0.5, unless it won less than ``overlap_threshold`` of its mask; stuff classes merge.
+    """
+    num_classes = class_logits.shape[-1] - 1
+    scores, labels = class_logits.float().softmax(-1).max(-1)
+    kept = torch.nonzero((labels != num_classes) & (scores > object_mask_threshold)).flatten()
+    id_map = torch.zeros(upsampler.image_hw, dtype=torch.int32)
+    if len(kept) == 0:
+        return id_map, []
+    kept_scores = scores[kept]
+    k = len(kept)
+    won_area = torch.zeros(k, dtype=torch.int64)
+    mask_area = torch.zeros(k, dtype=torch.int64)
+    segment_area = torch.zeros(k, dtype=torch.int64)
+    for start, stop in upsampler.bands(k, band_rows):
+        masks = upsampler.rows(start, stop, kept).sigmoid_()
+        owner = (kept_scores[:, None, None] * masks).argmax(0)
+        confident = masks.gather(0, owner[None])[0] >= 0.5
+        mask_area += (masks >= 0.5).sum((1, 2)).cpu()
+        owner, confident = owner.cpu(), confident.cpu()
+        won_area += torch.bincount(owner.flatten(), minlength=k)
+        segment_area += torch.bincount(owner[confident], minlength=k)
+        # Provisionally: 1 + the winning kept query where it is confident; renumbered below.
+        id_map[start:stop] = torch.where(confident, owner.int() + 1, 0)
+
+    segment_of_query = torch.zeros(k + 1, dtype=torch.int32)
+    segments: list[PanopticSegment] = []
+    stuff_segment: dict[int, int] = {}
+    for i in range(k):
+        won, area, seg = int(won_area[i]), int(mask_area[i]), int(segment_area[i])
+        if won == 0 or area == 0 or seg == 0 or won / area < overlap_threshold:
+            continue
+        label = int(labels[kept[i]])
+        thing = bool(isthing[label])
+        if not thing and label in stuff_segment:
+            segment_of_query[i + 1] = stuff_segment[label]
+            continue
+        segment = PanopticSegment(len(segments) + 1, label, thing, float(kept_scores[i]), int(kept[i]))
+        segments.append(segment)
+        segment_of_query[i + 1] = segment.id
+        if not thing:
+            stuff_segment[label] = segment.id
+    for start, stop in upsampler.bands(1, band_rows):
+        id_map[start:stop] = segment_of_query[id_map[start:stop].long()]
+    return id_map, segments
+
+
+@dataclass
+class Instances:
+    """Instance masks (N x H x W bool, CPU) with their score, class, source query and class probability."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    queries: np.ndarray
+    class_probs: np.ndarray
+
+
+def instance_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, isthing: np.ndarray, top_k: int,
+                       threshold: float | None = None, allowed: np.ndarray | None = None,
+                       band_rows: int | None = None) -> Instances:
+    """OneFormer's instance rule, in its output order (``topk(sorted=False)``).
+
+    The ``top_k`` best (query, class) pairs of thing classes; ``threshold`` is the demo's filter on
+    the class probability (``None``: evaluation mode, no filter); ``allowed`` (C bools) keeps only
+    some classes. Mask = logit > 0; score = class probability x mean mask probability inside it.
+    """
+    num_classes = class_logits.shape[-1] - 1
+    probs = class_logits.float().softmax(-1)[:, :num_classes]
+    values, index = probs.flatten().topk(min(top_k, probs.numel()), sorted=False)
+    queries, classes = (index // num_classes).cpu(), (index % num_classes).cpu()
+    values = values.cpu()
+    keep = torch.from_numpy(np.asarray(isthing, dtype=bool))[classes]
+    if threshold is not None:
+        keep &= values > threshold
+    if allowed is not None:
+        keep &= torch.from_numpy(np.asarray(allowed, dtype=bool))[classes]
+    queries, classes, values = queries[keep], classes[keep], values[keep]
+
+    height, width = upsampler.image_hw
+    masks = np.zeros((len(queries), height, width), dtype=bool)
+    if len(queries) == 0:
+        return Instances(masks, np.zeros(0, np.float32), classes.numpy(), queries.numpy(), values.numpy())
+    sources, slot = torch.unique(queries, return_inverse=True)
+    prob_sums = torch.zeros(len(sources), dtype=torch.float64)
+    pixel_counts = torch.zeros(len(sources), dtype=torch.int64)
+    for start, stop in upsampler.bands(len(sources), band_rows):
+        logits = upsampler.rows(start, stop, sources.to(upsampler.logits.device))
+        inside = logits > 0
+        # Sigmoids above 0.5 are multiples of 2**-24, so float64 sums of them are exact in any order.
+        prob_sums += (logits.sigmoid_() * inside).sum((1, 2), dtype=torch.float64).cpu()
+        pixel_counts += inside.sum((1, 2)).cpu()
+        masks[:, start:stop] = inside.cpu().numpy()[slot.numpy()]
+    mask_scores = (prob_sums / (pixel_counts.double() + 1e-6)).float()
+    scores = values * mask_scores[slot]
+    return Instances(masks, scores.numpy(), classes.numpy(), queries.numpy(), values.numpy())
