@@ -1,0 +1,241 @@
+"""CLIPSeg: zero-shot segmentation from text prompts or example-image prompts.
+
+Runs transformers' ``CLIPSegForImageSegmentation`` with the same preprocessing and the same numbers
+as its own forward pass, but without repeating work: each image is encoded once for all its prompts
+(and only up to the deepest layer the decoder reads), each text prompt is embedded once per segmenter
+(padded to the longest prompt, not to 77 tokens), and the decoder runs batched over prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError, ConfigError, SegkitError
+from ..imageio import as_rgb_array
+from ..registry import ModelSpec
+from ..result import Result, boxes_from_masks
+from .base import Segmenter
+
+DEFAULT_THRESHOLD = 0.4
+
+
+def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> "CLIPSegSegmenter":
+    """Load a CLIPSeg model folder (HF snapshot or ``weights=`` path) with its processor.
+
+    ``dtype`` 'auto' stays float32 even on CUDA: half precision moves logits by far more than the
+    1e-4 segkit promises, so float16/bfloat16 are used only when asked for.
+    """
+    from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+    from ..device import resolve_dtype
+    from ..weights import resolve
+
+    if config is not None:
+        raise ConfigError(f"{config}: CLIPSeg reads its config from the weights folder; drop the config option")
+    folder = resolve(spec, weights)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: CLIPSeg weights must be a model folder (config.json, weights, "
+                              "tokenizer and preprocessor files), not a single file")
+    torch_dtype = resolve_dtype(dtype, device, half_ok=False)
+    try:
+        processor = CLIPSegProcessor.from_pretrained(folder)
+        model = CLIPSegForImageSegmentation.from_pretrained(folder, dtype=torch_dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{folder}: not a loadable CLIPSeg model folder ({reason}); "
+                              "pass a folder saved by CLIPSegForImageSegmentation and CLIPSegProcessor") from None
+    return CLIPSegSegmenter(spec, model.to(device).eval(), processor, device, torch_dtype)
+
+
+class CLIPSegSegmenter(Segmenter):
+    """Text- and image-prompted segmentation; ``.model`` is the transformers model, ``.processor`` its processor."""
+
+    def __init__(self, spec: ModelSpec, model, processor, device, dtype):
+        super().__init__(spec, model, device, dtype)
+        self.processor = processor
+        self.threshold = float(spec.options.get("threshold", DEFAULT_THRESHOLD))
+        self._prompt_cache: dict[str, object] = {}
+
+    def _predict(self, rgb: np.ndarray, **options) -> Result:
+        return self._predict_arrays([rgb], **options)[0]
+
+    def predict_batch(self, images, **options) -> list[Result]:
+        """Segment several images with one batched image encoding; prompts are embedded once for all.
+
+        Each result's stage timings are its share of the batch's (batch time / number of images).
+        """
+        rgbs = [as_rgb_array(image) for image in images]
+        start = time.perf_counter()
+        results = self._predict_arrays(rgbs, **options)
+        total = (time.perf_counter() - start) / max(len(rgbs), 1)
+        for rgb, result in zip(rgbs, results):
+            result.meta["timings"]["total_s"] = total
+            result.meta["model"] = self.name
+            result.meta["image_size"] = [int(rgb.shape[0]), int(rgb.shape[1])]
+        return results
+
+    def logits(self, image, prompts=(), prompt_images=()):
+        """Raw decoder logits (P, h, w) at the model's input size, as float32 on the CPU.
+
+        Equal (to float rounding) to ``CLIPSegForImageSegmentation`` logits for each (image, prompt) pair.
+        """
+        _, texts, images = self._prompts(prompts, prompt_images)
+        logits, _ = self._logits([as_rgb_array(image)], texts, images)
+        return logits[0].float().cpu()
+
+    def _predict_arrays(self, rgbs, prompts=(), prompt_images=(), threshold=None, combine=False) -> list[Result]:
+        """Results for uint8 RGB arrays.
+
+        heatmaps = sigmoid(logits) resized bilinearly to each image; masks = heatmaps >= threshold;
+        scores = each heatmap's maximum. With ``combine``, label_map gives each pixel 1 + the index of
+        the prompt with the highest heatmap there, or 0 where no heatmap reaches the threshold.
+        """
+        import torch
+
+        threshold = self.threshold if threshold is None else float(threshold)
+        labels, texts, images = self._prompts(prompts, prompt_images)
+        logits, timings = self._logits(rgbs, texts, images)
+        start = time.perf_counter()
+        results = []
+        for rgb, image_logits in zip(rgbs, logits):
+            with torch.inference_mode():
+                heat = torch.sigmoid(image_logits.float())[None]
+                heat = torch.nn.functional.interpolate(heat, size=rgb.shape[:2], mode="bilinear", align_corners=False)
+            heatmaps = heat[0].cpu().numpy()
+            results.append(self._result(heatmaps, labels, threshold, combine))
+        timings["postprocess_s"] = time.perf_counter() - start
+        share = {name: seconds / len(rgbs) for name, seconds in timings.items()}
+        for result in results:
+            result.meta["timings"] = dict(share)
+            result.meta["threshold"] = threshold
+        return results
+
+    @staticmethod
+    def _result(heatmaps: np.ndarray, labels: list[str], threshold: float, combine: bool) -> Result:
+        masks = heatmaps >= threshold
+        label_map = None
+        if combine:
+            best = heatmaps.argmax(axis=0)
+            label_map = np.where(heatmaps.max(axis=0) >= threshold, best + 1, 0).astype(np.int32)
+        return Result(kind="prompted", masks=masks, labels=labels,
+                      scores=heatmaps.reshape(len(labels), -1).max(axis=1), boxes=boxes_from_masks(masks),
+                      label_map=label_map, heatmaps=heatmaps, class_names=list(labels),
+                      class_ids=np.arange(len(labels)))
+
+    def _prompts(self, prompts, prompt_images):
+        """Labels, text prompts and image prompts (as RGB arrays); image prompts are labelled by file stem."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if isinstance(prompt_images, (str, Path)) or isinstance(prompt_images, np.ndarray):
+            prompt_images = [prompt_images]
+        texts = [str(p) for p in prompts]
+        labels = list(texts)
+        arrays = []
+        for number, image in enumerate(prompt_images, start=1):
+            labels.append(Path(image).stem if isinstance(image, (str, Path)) else f"image-{number}")
+            arrays.append(as_rgb_array(image))
+        if not labels:
+            raise SegkitError("CLIPSeg needs at least one prompt: give --prompt TEXT or --prompt-image PATH")
+        return labels, texts, arrays
+
+    def _logits(self, rgbs, texts, images):
+        """Logits (P, h, w) per image (text prompts first, then image prompts) and stage timings."""
+        import torch
+
+        timings = {}
+        with torch.inference_mode():
+            start = time.perf_counter()
+            pixels = self._pixel_values(rgbs)
+            timings["preprocess_s"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            conditionals = torch.cat([self._text_embeddings(texts), self._image_prompt_embeddings(images)])
+            timings["encode_prompts_s"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            activations = self._image_activations(pixels)
+            timings["encode_images_s"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            logits = [self._decode([a[i:i + 1] for a in activations], conditionals) for i in range(len(rgbs))]
+            timings["decode_s"] = time.perf_counter() - start
+        return logits, timings
+
+    def _pixel_values(self, rgbs):
+        """The processor's own preprocessing (resize, rescale, normalise), once per image."""
+        arrays = [rgb if rgb.flags.writeable else rgb.copy() for rgb in rgbs]  # torch wants writable memory
+        pixels = self.processor.image_processor(images=arrays, input_data_format="channels_last",
+                                                return_tensors="pt").pixel_values
+        return pixels.to(self.device, self.dtype)
+
+    def _text_embeddings(self, texts):
+        """Projected text embeddings (P, D), each prompt computed once per segmenter.
+
+        New prompts are padded only to the longest of them: the text encoder's causal mask means no
+        token up to the end-of-text token (where CLIP pools) ever sees padding, so this equals padding to 77.
+        """
+        new = [text for text in dict.fromkeys(texts) if ("text", text) not in self._prompt_cache]
+        if new:
+            limit = self.model.config.text_config.max_position_embeddings
+            tokens = self.processor.tokenizer(new, padding=True, truncation=True, max_length=limit,
+                                              return_tensors="pt").to(self.device)
+            embeds = self.model.clip.get_text_features(input_ids=tokens.input_ids,
+                                                       attention_mask=tokens.attention_mask).pooler_output
+            self._prompt_cache.update({("text", text): e for text, e in zip(new, embeds)})
+        return self._stack([self._prompt_cache["text", text] for text in texts])
+
+    def _image_prompt_embeddings(self, images):
+        """Visual-prompt embeddings (P, D) as CLIPSeg computes them: the CLIP image embedding of the prompt image."""
+        keys = [("image", hashlib.sha1(image.tobytes()).hexdigest(), image.shape) for image in images]
+        new = {key: image for key, image in zip(keys, images) if key not in self._prompt_cache}
+        if new:
+            embeds = self.model.clip.get_image_features(self._pixel_values(list(new.values()))).pooler_output
+            self._prompt_cache.update(zip(new, embeds))
+        return self._stack([self._prompt_cache[key] for key in keys])
+
+    def _stack(self, embeddings):
+        import torch
+
+        if not embeddings:
+            return torch.zeros(0, self.model.config.projection_dim, device=self.device, dtype=self.dtype)
+        return torch.stack(embeddings)
+
+    def _image_activations(self, pixels):
+        """Vision hidden states after each of ``config.extract_layers`` (in that order), for all images at once.
+
+        Layers past the deepest extracted one only feed CLIP's pooled output, which segmentation never
+        uses, so they are skipped.
+        """
+        vision = self.model.clip.vision_model
+        wanted = self.model.config.extract_layers
+        hidden = vision.pre_layrnorm(vision.embeddings(pixels, interpolate_pos_encoding=True))
+        outputs = {}
+        for index, layer in enumerate(vision.encoder.layers[: max(wanted) + 1]):
+            hidden = layer(hidden, None)
+            outputs[index] = hidden
+        return [outputs[index] for index in wanted]
+
+    def _decode(self, activations, conditionals):
+        """CLIPSeg's decoder for one image and P conditionals; returns logits (P, h, w).
+
+        Same operations as ``CLIPSegDecoder.forward``, except that everything before the FiLM
+        conditioning (the per-layer reductions and the layers before ``conditional_layer``) runs once
+        for the image instead of once per prompt.
+        """
+        decoder = self.model.decoder
+        output = None
+        for index, (activation, layer, reduce) in enumerate(
+                zip(activations[::-1], decoder.layers, decoder.reduces)):
+            reduced = reduce(activation)
+            output = reduced if output is None else reduced + output
+            if index == decoder.conditional_layer:
+                output = decoder.film_mul(conditionals)[:, None] * output + decoder.film_add(conditionals)[:, None]
+            output = layer(output, None)
+        output = output.expand(len(conditionals), -1, -1)[:, 1:, :].transpose(1, 2)
+        side = int(round(output.shape[2] ** 0.5))
+        output = output.reshape(len(conditionals), output.shape[1], side, side)
+        return decoder.transposed_convolution(output)[:, 0]
