@@ -172,11 +172,11 @@ def instance_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, ist
     values, index = probs.flatten().topk(min(top_k, probs.numel()), sorted=False)
     queries, classes = (index // num_classes).cpu(), (index % num_classes).cpu()
     values = values.cpu()
-    keep = torch.from_numpy(np.asarray(isthing, dtype=bool))[classes]
+    keep = torch.tensor(np.asarray(isthing, dtype=bool))[classes]
     if threshold is not None:
         keep &= values > threshold
     if allowed is not None:
-        keep &= torch.from_numpy(np.asarray(allowed, dtype=bool))[classes]
+        keep &= torch.tensor(np.asarray(allowed, dtype=bool))[classes]
     queries, classes, values = queries[keep], classes[keep], values[keep]
 
     height, width = upsampler.image_hw

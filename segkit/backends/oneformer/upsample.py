@@ -85,6 +85,7 @@ class MaskUpsampler:
         (hm, wm), (h, w) = logits.shape[-2:], resized_hw
         device = logits.device
         self.logits = logits
+        self.padded_hw = tuple(padded_hw)
         self.image_hw = tuple(image_hw)
         # Cutting off the padding = keeping the first h rows and w columns of the padded-size tables.
         self._padded_rows = LinearTable.between(hm, padded_hw[0], device)[:h]

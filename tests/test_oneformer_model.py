@@ -1,0 +1,206 @@
+"""OneFormer through segkit's loader: a tiny Swin OneFormer saved with save_pretrained, then loaded."""
+
+import dataclasses
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import segkit
+from segkit.backends import oneformer
+from segkit.backends.oneformer.processing import preprocess
+from segkit.backends.oneformer.tasks import TASKS, shipped_ids, task_text
+from segkit.errors import CheckpointError, ConfigError
+from segkit.labels import load_labels
+from segkit.registry import get_spec
+from segkit.result import boxes_from_masks
+
+COCO = load_labels("coco_panoptic")
+
+
+def tiny_oneformer(names, num_queries=20, seed=0):
+    """A random OneFormer with a small Swin backbone whose queries differ, as trained ones do."""
+    from transformers import OneFormerConfig, OneFormerForUniversalSegmentation, SwinConfig
+
+    swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
+                      drop_path_rate=0.0, out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = OneFormerConfig(
+        backbone_config=swin, num_queries=num_queries,
+        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        conv_dim=32, mask_dim=32, hidden_dim=32, encoder_feedforward_dim=64, dim_feedforward=64,
+        encoder_layers=1, decoder_layers=2, num_attention_heads=2, text_encoder_width=32,
+        text_encoder_num_layers=1, text_encoder_proj_layers=1, query_dec_layers=1,
+        is_training=False, output_auxiliary_logits=False)
+    torch.manual_seed(seed)
+    model = OneFormerForUniversalSegmentation(config).eval()
+    params = dict(model.named_parameters())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # distinct queries, confident classes, masks with clear edges
+        queries = params["model.transformer_module.queries_embedder.weight"]
+        queries.copy_(torch.randn(queries.shape, generator=gen) * 3)
+        classes = params["model.transformer_module.decoder.class_embed.weight"]
+        classes.copy_(torch.randn(classes.shape, generator=gen) * 3)
+        params["model.transformer_module.decoder.mask_embed.layers.2.0.weight"].mul_(40)
+    return model
+
+
+def small_spec(name="oneformer-coco-swin-l"):
+    """The registered spec with a small test size, so the tiny model runs fast."""
+    spec = get_spec(name)
+    return dataclasses.replace(spec, options={**spec.options, "min_size_test": 128, "max_size_test": 213})
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("oneformer_swin")
+    tiny_oneformer(COCO.names, seed=2).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_folder):
+    return oneformer.load(small_spec(), weights=tiny_folder, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:150, 0:190]
+    rgb = np.stack([(x * 1.3) % 256, (y * 1.7) % 256, (x + y) % 256], -1) + rng.integers(0, 30, (150, 190, 3))
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def test_segkit_load_gives_transformers_model_with_its_logits(tiny_folder, shared_dir):
+    from transformers import OneFormerForUniversalSegmentation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the label set fits: no warning
+        seg = segkit.load("oneformer-coco-swin-l", weights=tiny_folder, device="cpu")
+    assert type(seg.model) is OneFormerForUniversalSegmentation
+    assert seg.class_names == list(COCO.names)
+    seen = {}
+    seg.model.register_forward_hook(lambda module, args, kwargs, out: seen.update(kwargs=kwargs, out=out),
+                                    with_kwargs=True)
+    rgb = segkit.imageio.read_image(shared_dir / "images" / "cat.jpg")
+    result = seg.predict(rgb, task="panoptic")
+    assert result.meta["resized_size"] == [800, 1203] and result.meta["padded_size"] == [800, 1216]
+
+    reference = OneFormerForUniversalSegmentation.from_pretrained(tiny_folder).eval()
+    pixels, _ = preprocess(rgb, 800, 1333, 32)
+    task_inputs = torch.tensor([shipped_ids()["panoptic"] + [0] * (77 - 7)])
+    with torch.no_grad():
+        expected = reference(pixel_values=torch.from_numpy(pixels)[None], task_inputs=task_inputs)
+    assert torch.equal(seen["kwargs"]["pixel_values"], torch.from_numpy(pixels)[None])
+    assert torch.equal(seen["kwargs"]["task_inputs"], task_inputs)
+    torch.testing.assert_close(seen["out"].class_queries_logits, expected.class_queries_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(seen["out"].masks_queries_logits, expected.masks_queries_logits, rtol=0, atol=1e-5)
+
+
+def test_shipped_task_ids_are_what_oneformer_processor_makes(fixtures_dir):
+    from safetensors.torch import load_file
+
+    made = load_file(str(fixtures_dir / "dinat" / "oneformer" / "inputs.safetensors"))["task_inputs"]
+    ids = oneformer.task_token_ids(None, 77)
+    assert made.tolist() == [ids[task] for task in ("semantic", "instance", "panoptic")]
+
+
+def test_checkpoint_tokenizer_is_used_when_present(tiny_folder, tmp_path):
+    from tiny_models import write_clip_vocab
+    from transformers import CLIPTokenizer, OneFormerImageProcessor, OneFormerProcessor
+
+    folder = tmp_path / "with_tokenizer"
+    shutil.copytree(tiny_folder, folder)
+    write_clip_vocab(folder, ["the", "task", "is"] + list(TASKS))
+    seg = oneformer.load(small_spec(), weights=folder, device=torch.device("cpu"))
+    processor = OneFormerProcessor(image_processor=OneFormerImageProcessor(),
+                                   tokenizer=CLIPTokenizer.from_pretrained(str(folder)))
+    expected = processor._preprocess_text([task_text(t) for t in TASKS], max_length=77)
+    got = torch.cat([seg.task_inputs[t] for t in TASKS])
+    assert torch.equal(got, expected)
+    assert got[0, :7].tolist() != shipped_ids()["semantic"]
+
+
+def test_semantic(segmenter, photo):
+    r = segmenter.predict(photo, task="semantic")
+    assert r.kind == "semantic" and r.label_map.shape == photo.shape[:2] and r.label_map.dtype == np.int32
+    present = np.unique(r.label_map)
+    assert r.class_ids.tolist() == present.tolist() and len(present) >= 2
+    assert r.labels == [COCO.names[c] for c in present]
+    for mask, c in zip(r.masks, r.class_ids):
+        assert np.array_equal(mask, r.label_map == c)
+    assert np.all((r.scores > 0) & (r.scores <= 1))
+    np.testing.assert_array_equal(r.palette, COCO.colors)
+    np.testing.assert_array_equal(r.boxes, boxes_from_masks(r.masks))
+
+
+def test_panoptic(segmenter, photo):
+    r = segmenter.predict(photo, task="panoptic")
+    assert r.kind == "panoptic" and len(r) >= 1
+    assert r.segment_ids.tolist() == list(range(1, len(r) + 1))
+    assert set(np.unique(r.label_map)) <= {0, *r.segment_ids.tolist()}
+    for mask, sid in zip(r.masks, r.segment_ids):
+        assert mask.any() and np.array_equal(mask, r.label_map == sid)
+    np.testing.assert_array_equal(r.is_thing, COCO.isthing[r.class_ids])
+    assert np.all(r.scores > 0.8) and r.meta["threshold"] == 0.8
+    stuff = r.class_ids[~r.is_thing]
+    assert len(set(stuff.tolist())) == len(stuff)  # stuff classes merge into one segment each
+
+
+def test_instance(segmenter, photo):
+    r = segmenter.predict(photo, task="instance")
+    assert r.kind == "instance" and len(r) >= 1 and r.meta["threshold"] == 0.8
+    assert np.all(COCO.isthing[r.class_ids]) and np.all(np.diff(r.scores) <= 0)
+    np.testing.assert_array_equal(r.boxes, boxes_from_masks(r.masks))
+    loose = segmenter.predict(photo, task="instance", threshold=0.0)
+    assert len(loose) > len(r) and len(loose) <= 150
+
+
+def test_label_set_keeps_only_named_classes(segmenter, photo):
+    full = segmenter.predict(photo, task="semantic")
+    keep = full.labels[1]
+    r = segmenter.predict(photo, task="semantic", label_set=[keep.upper()])
+    assert r.labels == [keep]
+    assert set(np.unique(r.label_map)) == {-1, full.class_ids[1]}
+    pan = segmenter.predict(photo, task="panoptic")
+    r = segmenter.predict(photo, task="panoptic", label_set=[pan.labels[0]])
+    assert set(r.labels) == {pan.labels[0]} and set(np.unique(r.label_map)) <= {0, *r.segment_ids.tolist()}
+    absent = next(name for name in COCO.names if name not in pan.labels)
+    r = segmenter.predict(photo, task="panoptic", label_set=[absent])
+    assert len(r) == 0 and not r.label_map.any()
+    inst = segmenter.predict(photo, task="instance", threshold=0.0)
+    r = segmenter.predict(photo, task="instance", threshold=0.0, label_set=inst.labels[0])
+    assert set(r.labels) == {inst.labels[0]} and len(r) == inst.labels.count(inst.labels[0])
+    with pytest.raises(ConfigError, match="'unicorn' is not a class"):
+        segmenter.predict(photo, task="semantic", label_set=["unicorn"])
+    with pytest.raises(ConfigError, match="unknown OneFormer task"):
+        segmenter.predict(photo, task="depth")
+
+
+def test_label_mismatch_warns_once(tmp_path):
+    names = list(COCO.names)
+    names[8] = "ship"
+    tiny_oneformer(names, num_queries=4).save_pretrained(tmp_path / "renamed")
+    with pytest.warns(UserWarning, match=r"differs from segkit's coco_panoptic labels for 1 of 133 .*'ship'") as seen:
+        seg = oneformer.load(small_spec(), weights=tmp_path / "renamed", device=torch.device("cpu"))
+    assert len(seen) == 1 and seg.class_names == list(COCO.names)
+
+    tiny_oneformer([f"thing{i}" for i in range(6)], num_queries=4).save_pretrained(tmp_path / "six")
+    with pytest.warns(UserWarning, match="has 6 classes but oneformer-coco-swin-l expects 133"):
+        seg = oneformer.load(small_spec(), weights=tmp_path / "six", device=torch.device("cpu"))
+    assert seg.class_names == [f"thing{i}" for i in range(6)] and seg.labels.colors is None
+
+
+def test_broken_checkpoints_raise_one_line_errors(tiny_folder, tmp_path):
+    with pytest.raises(CheckpointError, match="no config.json"):
+        oneformer.load(small_spec(), weights=tmp_path, device=torch.device("cpu"))
+    bigger = tmp_path / "bigger"
+    shutil.copytree(tiny_folder, bigger)
+    config = json.loads((bigger / "config.json").read_text())
+    config["hidden_dim"] = 48
+    (bigger / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        oneformer.load(small_spec(), weights=bigger, device=torch.device("cpu"))
+    assert "\n" not in str(err.value) and str(bigger) in str(err.value)
