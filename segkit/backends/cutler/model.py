@@ -1,0 +1,146 @@
+"""The whole detector: preprocessing, backbone, RPN, ROI heads; detectron2's GeneralizedRCNN at test time."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .backbone import FPN
+from .checkpoint import check_fits
+from .config import CfgNode, describe, fpn_levels
+from .layers import fold_norms
+from .postprocess import paste_masks, rescale_boxes
+from .roi_heads import ROIHeads
+from .rpn import RPN
+
+
+def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
+    """detectron2's ResizeShortestEdge: shortest side to ``short_edge``, longest at most ``max_size``."""
+    size = short_edge * 1.0
+    scale = size / min(height, width)
+    new_h, new_w = (size, scale * width) if height < width else (scale * height, size)
+    if max(new_h, new_w) > max_size:
+        scale = max_size * 1.0 / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+class Detections:
+    """One image's detections in original-image pixels, sorted by score (torch tensors)."""
+
+    def __init__(self, boxes, scores, classes, masks, timings):
+        self.boxes, self.scores, self.classes, self.masks, self.timings = boxes, scores, classes, masks, timings
+
+
+class CutLERModel(nn.Module):
+    """Mask R-CNN or Cascade Mask R-CNN on a ResNet-FPN, built from a resolved config."""
+
+    def __init__(self, cfg: CfgNode):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = FPN(cfg)
+        names = fpn_levels(cfg)
+        strides = {name: 2 ** int(name[1:]) for name in names}
+        channels = self.backbone.out_channels
+        self.proposal_generator = RPN(cfg, channels, [strides[n] for n in cfg.MODEL.RPN.IN_FEATURES])
+        self.roi_heads = ROIHeads(cfg, channels, strides)
+
+    @property
+    def device(self) -> torch.device:
+        return self.roi_heads.mask_head.predictor.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.roi_heads.mask_head.predictor.weight.dtype
+
+    def preprocess(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The padded, normalised (1, 3, H', W') float32 input and the resized (unpadded) size."""
+        from PIL import Image
+
+        height, width = rgb.shape[:2]
+        size = resized_shape(height, width, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST)
+        resized = np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
+        if self.cfg.INPUT.FORMAT == "BGR":
+            resized = resized[:, :, ::-1]
+        image = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)).to(self.device)
+        # Normalised in float32 whatever the network's dtype, as detectron2 does.
+        mean = torch.tensor(self.cfg.MODEL.PIXEL_MEAN, dtype=torch.float32, device=self.device).view(-1, 1, 1)
+        std = torch.tensor(self.cfg.MODEL.PIXEL_STD, dtype=torch.float32, device=self.device).view(-1, 1, 1)
+        image = (image - mean) / std
+        stride = self.backbone.size_divisibility
+        pad_h = -size[0] % stride
+        pad_w = -size[1] % stride
+        return F.pad(image, [0, pad_w, 0, pad_h], value=0.0)[None], size
+
+    def forward(self, rgb: np.ndarray, *, score_thresh: float, max_detections: int,
+                trace: dict | None = None) -> Detections:
+        """Detect objects in a uint8 RGB image; ``trace`` (a dict) collects intermediate tensors."""
+        timings = {}
+        clock = _Clock(self.device, timings)
+        image, resized = self.preprocess(rgb)
+        if trace is not None:
+            trace["backbone_input"], trace["image_size_resized"] = image, torch.tensor(resized)
+        image = image.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        clock.lap("preprocess_s")
+        features = self.backbone(image, trace)
+        clock.lap("backbone_s")
+        proposals, logits = self.proposal_generator(features, resized, trace)
+        if trace is not None:
+            trace["rpn_proposals"], trace["rpn_proposal_logits"] = proposals, logits
+        clock.lap("rpn_s")
+        levels = self.roi_heads.pooling_levels(features)
+        boxes, scores, classes = self.roi_heads.detect(levels, proposals, resized, score_thresh, max_detections,
+                                                       trace)
+        clock.lap("box_heads_s")
+        probs = self.roi_heads.masks(levels, boxes, classes, trace)
+        clock.lap("mask_head_s")
+        if trace is not None:
+            trace.update(boxes_resized=boxes, scores_before_postprocess=scores, mask_probs_28=probs)
+        original = rgb.shape[:2]
+        boxes, keep = rescale_boxes(boxes, resized, original)
+        boxes, scores, classes, probs = boxes[keep], scores[keep], classes[keep], probs[keep]
+        masks = paste_masks(probs, boxes, original)
+        clock.lap("postprocess_s")
+        return Detections(boxes, scores, classes, masks, timings)
+
+
+class _Clock:
+    """Per-stage wall-clock seconds; waits for the GPU so each stage is charged its own work."""
+
+    def __init__(self, device: torch.device, timings: dict):
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.timings = timings
+        self.start = time.perf_counter()
+
+    def lap(self, name: str):
+        self.sync()
+        now = time.perf_counter()
+        self.timings[name] = now - self.start
+        self.start = now
+
+
+def build_model(cfg: CfgNode, state: dict | None = None, *, source="the checkpoint", fold: bool = True,
+                device="cpu", dtype=torch.float32) -> CutLERModel:
+    """The model in eval mode, with ``state`` loaded strictly (random weights when None).
+
+    With ``fold``, norms are folded into their convs after loading: the same function with fewer
+    passes over the activations (see ``layers.fold_norms``). Convolutions run channels-last, which
+    oneDNN and cuDNN run without reordering every activation (about 1.5x faster on CPU here).
+    """
+    if state is None:
+        model = CutLERModel(cfg)
+    else:
+        with torch.device("meta"):
+            model = CutLERModel(cfg)
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        check_fits(state, expected, source, describe(cfg))
+        model.load_state_dict(state, strict=True, assign=True)
+    model.float()
+    if fold:
+        fold_norms(model)
+    model.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    return model.eval().requires_grad_(False)
