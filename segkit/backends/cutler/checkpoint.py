@@ -18,14 +18,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a detectron2 checkpoint (``{"model": state_dict}``) or of a bare state dict."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: refused, the file needs pickled code to load ({first}); segkit loads weights only: "
-            "re-save it as torch.save({'model': model.state_dict()}, path)") from None
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason}); "
+        text = str(exc)
+        code = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if isinstance(exc, pickle.UnpicklingError) and code:
+            raise CheckpointError(
+                f"{path}: refused, the file needs pickled code to load ({code.group(1)}); segkit loads "
+                "weights only: re-save it as torch.save({'model': model.state_dict()}, path)") from None
+        detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
+        reason = detail.group(1) if detail else (text.strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:160]}); "
                               "pass a detectron2 .pth file such as cutler_cascade_final.pth") from None
     state = data.get("model", data) if isinstance(data, dict) else data
     if not isinstance(state, dict) or not state or \
