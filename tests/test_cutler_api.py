@@ -73,6 +73,13 @@ def test_max_detections_caps_after_nms(cascade, img1):
     np.testing.assert_array_equal(capped.masks, full.masks[:5])
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 3000, 3)])
+def test_tiny_and_elongated_images_run(cascade, shape):
+    result = cascade.predict(np.full(shape, 128, np.uint8), threshold=0.0)
+    assert len(result) > 0 and result.masks.shape[1:] == shape[:2]
+    assert np.all(result.boxes[:, 2] <= shape[1]) and np.all(result.boxes[:, 3] <= shape[0])
+
+
 def test_unknown_options_are_refused(cascade, img1):
     with pytest.raises(TypeError, match="prompts"):
         cascade.predict(img1, prompts=["cat"])

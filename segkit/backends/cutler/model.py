@@ -19,14 +19,17 @@ from .rpn import RPN
 
 
 def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
-    """detectron2's ResizeShortestEdge: shortest side to ``short_edge``, longest at most ``max_size``."""
+    """detectron2's ResizeShortestEdge: shortest side to ``short_edge``, longest at most ``max_size``.
+
+    Sides are kept at least 1 px, so extremely elongated images still run (detectron2 fails there).
+    """
     size = short_edge * 1.0
     scale = size / min(height, width)
     new_h, new_w = (size, scale * width) if height < width else (scale * height, size)
     if max(new_h, new_w) > max_size:
         scale = max_size * 1.0 / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
+    return max(int(new_h + 0.5), 1), max(int(new_w + 0.5), 1)
 
 
 class Detections:
@@ -93,6 +96,7 @@ class CutLERModel(nn.Module):
             trace["rpn_proposals"], trace["rpn_proposal_logits"] = proposals, logits
         clock.lap("rpn_s")
         levels = self.roi_heads.pooling_levels(features)
+        del features  # the poolers' copies replace the channels-last maps: less memory at the heads' peak
         boxes, scores, classes = self.roi_heads.detect(levels, proposals, resized, score_thresh, max_detections,
                                                        trace)
         clock.lap("box_heads_s")

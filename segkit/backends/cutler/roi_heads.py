@@ -149,8 +149,7 @@ class ROIHeads(nn.Module):
         for k, (head, predictor, weights) in enumerate(stages):
             if k > 0:
                 proposals = box_ops.clip(pred_boxes, image_size)
-            pooled = self.box_pooler(levels, proposals).to(dtype)
-            logits, deltas = predictor(head(pooled))
+            logits, deltas = predictor(head(self.box_pooler(levels, proposals).to(dtype)))
             logits = logits.float()
             pred_boxes = box_ops.apply_deltas(deltas, proposals, weights)
             probs = logits.sigmoid() if self.sigmoid_scores else F.softmax(logits, dim=-1)
