@@ -204,3 +204,59 @@ def test_broken_checkpoints_raise_one_line_errors(tiny_folder, tmp_path):
     with pytest.raises(CheckpointError) as err:
         oneformer.load(small_spec(), weights=bigger, device=torch.device("cpu"))
     assert "\n" not in str(err.value) and str(bigger) in str(err.value)
+
+
+MEMORY_SCRIPT = r"""
+import json, resource, sys
+import numpy as np, torch
+torch.set_num_threads(2)
+from segkit.backends import oneformer
+spec, folder = sys.argv[1], sys.argv[2]
+import dataclasses
+from segkit.registry import get_spec
+base = get_spec(spec)
+seg = oneformer.load(dataclasses.replace(base, options={**base.options, "min_size_test": 128, "max_size_test": 213}),
+                     weights=folder, device=torch.device("cpu"))
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+def image(h, w):
+    rows, cols = np.arange(h, dtype=np.uint8)[:, None] * 3, np.arange(w, dtype=np.uint8)[None] * 5
+    out = np.empty((h, w, 3), np.uint8)
+    out[..., 0], out[..., 1], out[..., 2] = rows, cols, rows ^ cols
+    return out
+
+small, big = image(1024, 1024), image(3000, 4000)
+for task in ("semantic", "panoptic"):
+    seg.predict(small, task=task)
+before = peak()
+report = {}
+for task in ("semantic", "panoptic"):
+    result = seg.predict(big, task=task)
+    report[task] = {"output": int(result.masks.nbytes + result.label_map.nbytes), "segments": len(result)}
+    del result
+report["extra"] = peak() - before
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="reads the peak RSS the Linux way")
+def test_large_photo_needs_little_more_memory_than_its_output(tmp_path):
+    """4000x3000 vs 1024x1024: the extra peak stays near the output size (masks at full size for
+    all 8 queries at once would alone be 8 x 48 MB more)."""
+    import subprocess
+    import sys
+
+    from segkit.labels import load_labels
+
+    names = load_labels("cityscapes_19").names
+    tiny_oneformer(names, num_queries=8, seed=2).save_pretrained(tmp_path)
+    run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, "oneformer-cityscapes-swin-l", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    largest_output = max(report["semantic"]["output"], report["panoptic"]["output"])
+    assert largest_output >= 3000 * 4000 * 4
+    assert report["semantic"]["segments"] >= 1
+    assert report["extra"] <= largest_output + 96 * 2**20, report

@@ -71,16 +71,19 @@ def semantic_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, ban
     """
     num_classes = class_logits.shape[-1] - 1
     probs = class_logits.float().softmax(-1)[:, :num_classes]
+    class_mass = probs.sum(1)  # sum_c S[c] = sum_q class_mass[q] * sigmoid(M[q])
     label_map = torch.empty(upsampler.image_hw, dtype=torch.int32)
     share_sums = torch.zeros(num_classes, dtype=torch.float64)
     pixel_counts = torch.zeros(num_classes, dtype=torch.int64)
-    n_values = max(upsampler.num_queries, num_classes)
-    for start, stop in upsampler.bands(n_values, band_rows):
-        scores = torch.einsum("qc,qhw->chw", probs, upsampler.rows(start, stop).sigmoid_())
-        labels = scores.argmax(0)
-        share = scores.gather(0, labels[None])[0].double() / scores.sum(0, dtype=torch.float64)
-        labels = labels.flatten().cpu()
-        share_sums += torch.bincount(labels, weights=share.flatten().cpu(), minlength=num_classes)
+    for start, stop in upsampler.bands(upsampler.num_queries + num_classes, band_rows):
+        masks = upsampler.rows(start, stop).sigmoid_().flatten(1)
+        # Pixel-major (pixels x classes) so the max runs along contiguous rows; same sums as
+        # the original's einsum("qc,qhw->chw").
+        scores = masks.T @ probs
+        best, labels = scores.max(1)
+        share = best.double() / (masks.T @ class_mass).double()
+        labels = labels.cpu()
+        share_sums += torch.bincount(labels, weights=share.cpu(), minlength=num_classes)
         pixel_counts += torch.bincount(labels, minlength=num_classes)
         label_map[start:stop] = labels.view(stop - start, -1)
     return label_map, share_sums, pixel_counts
@@ -116,14 +119,15 @@ def panoptic_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, ist
     segment_area = torch.zeros(k, dtype=torch.int64)
     for start, stop in upsampler.bands(k, band_rows):
         masks = upsampler.rows(start, stop, kept).sigmoid_()
-        owner = (kept_scores[:, None, None] * masks).argmax(0)
+        owner = (kept_scores[:, None, None] * masks).max(0).indices  # first index on ties, like argmax
         confident = masks.gather(0, owner[None])[0] >= 0.5
         mask_area += (masks >= 0.5).sum((1, 2)).cpu()
         owner, confident = owner.cpu(), confident.cpu()
         won_area += torch.bincount(owner.flatten(), minlength=k)
-        segment_area += torch.bincount(owner[confident], minlength=k)
         # Provisionally: 1 + the winning kept query where it is confident; renumbered below.
-        id_map[start:stop] = torch.where(confident, owner.int() + 1, 0)
+        provisional = torch.where(confident, owner.int() + 1, 0)
+        segment_area += torch.bincount(provisional.flatten(), minlength=k + 1)[1:]
+        id_map[start:stop] = provisional
 
     segment_of_query = torch.zeros(k + 1, dtype=torch.int32)
     segments: list[PanopticSegment] = []

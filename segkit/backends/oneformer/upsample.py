@@ -57,14 +57,14 @@ class LinearTable:
 
 def resize_columns(x: torch.Tensor, table: LinearTable) -> torch.Tensor:
     """Resize the last axis of ``x`` (..., n_in) to (..., len(table))."""
-    out = x[..., table.hi].mul_(table.w_hi)
-    return out.addcmul_(x[..., table.lo], table.w_lo)
+    out = x.index_select(-1, table.hi).mul_(table.w_hi)
+    return out.addcmul_(x.index_select(-1, table.lo), table.w_lo)
 
 
 def resize_rows(x: torch.Tensor, table: LinearTable, first_row: int = 0) -> torch.Tensor:
     """Resize the second-to-last axis; ``x`` holds the input rows from ``first_row`` on."""
-    out = x[..., table.hi - first_row, :].mul_(table.w_hi[:, None])
-    return out.addcmul_(x[..., table.lo - first_row, :], table.w_lo[:, None])
+    out = x.index_select(-2, table.hi - first_row).mul_(table.w_hi[:, None])
+    return out.addcmul_(x.index_select(-2, table.lo - first_row), table.w_lo[:, None])
 
 
 def bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
