@@ -37,14 +37,10 @@ class LabelSet:
         return len(self.names)
 
     @classmethod
-    def from_names(cls, name: str, names, thing_ids=None) -> LabelSet:
-        """A label set known only by its names; every class is a thing unless thing_ids says otherwise."""
+    def from_names(cls, name: str, names) -> LabelSet:
+        """A label set known only by its class names: no colours, every class a thing."""
         names = tuple(names)
-        isthing = np.ones(len(names), dtype=bool)
-        if thing_ids is not None:
-            isthing[:] = False
-            isthing[list(thing_ids)] = True
-        return cls(name=name, names=names, isthing=isthing, colors=None,
+        return cls(name=name, names=names, isthing=np.ones(len(names), dtype=bool), colors=None,
                    synonyms=tuple(frozenset({_normalise(n)}) for n in names))
 
     def matches(self, index: int, name: str) -> bool:

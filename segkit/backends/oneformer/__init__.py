@@ -166,7 +166,7 @@ class OneFormerSegmenter(Segmenter):
             indices = self.labels.resolve(names)
         except KeyError as exc:
             examples = ", ".join(n.strip() for n in self.labels.names[:6])
-            raise ConfigError(f"--label-set: {exc.args[0]!r} is not a class of {self.name} "
+            raise ConfigError(f"label set: {exc.args[0]!r} is not a class of {self.name} "
                               f"(classes such as {examples}, … {len(self.labels)} in all)") from None
         allowed = np.zeros(len(self.labels), dtype=bool)
         allowed[indices] = True
