@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.nn import functional as F
 from torchvision.ops import box_iou
 
@@ -97,6 +98,25 @@ def test_missing_weights_offline_fail_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path))
     with pytest.raises(WeightsUnavailableError, match="cutler-mrcnn"):
         segkit.load("cutler-mrcnn")
+
+
+def test_config_values_reach_the_model(tmp_path, cutler_dir, img1):
+    path = tmp_path / "changed.yaml"
+    path.write_text('_BASE_: "{}"\nMODEL: {{RPN: {{POST_NMS_TOPK_TEST: 300}}}}\n'
+                    "INPUT: {{MIN_SIZE_TEST: 256, FORMAT: BGR}}\n".format(cutler_dir / "cascade_tiny.yaml"))
+    cfg = load_config(path)
+    model = build_model(cfg, read_state_dict(cutler_dir / "cascade_tiny.pth"))
+    trace = {}
+    with torch.inference_mode():
+        model(img1, score_thresh=0.05, max_detections=10, trace=trace)
+    assert len(trace["rpn_proposals"]) == 300
+    assert trace["image_size_resized"].tolist() == [256, 341]
+    bgr = np.asarray(Image.fromarray(img1).resize((341, 256), Image.BILINEAR))[:, :, ::-1]
+    mean, std = (np.array(v, np.float32)[:, None, None] for v in (cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD))
+    expected = (bgr.transpose(2, 0, 1).astype(np.float32) - mean) / std
+    assert trace["backbone_input"].shape == (1, 3, 256, 352)
+    np.testing.assert_array_equal(trace["backbone_input"][0, :, :, :341].numpy(), expected)
+    assert not trace["backbone_input"][0, :, :, 341:].any()
 
 
 def test_detections_are_thresholded_per_class_and_suppressed_within_a_class():

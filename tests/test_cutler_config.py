@@ -127,6 +127,8 @@ def test_list_of_bases_merges_in_order(tmp_path, cutler_dir):
     ("MODEL: {MASK_ON: false}", "MODEL.MASK_ON"),
     ("MODEL: {FPN: {NORM: LN}}", "MODEL.FPN.NORM"),
     ("MODEL: {RPN: {IN_FEATURES: [p2, p9]}}", "MODEL.RPN.IN_FEATURES"),
+    ("MODEL: {ROI_HEADS: {IN_FEATURES: [p2, p4]}}", "MODEL.ROI_HEADS.IN_FEATURES"),
+    ("MODEL: {FPN: {IN_FEATURES: [res2, res4]}}", "MODEL.FPN.IN_FEATURES"),
     ("MODEL: {ANCHOR_GENERATOR: {SIZES: [[32], [64]]}}", "ANCHOR_GENERATOR.SIZES"),
     ("INPUT: {FORMAT: YUV}", "INPUT.FORMAT"),
     ("INPUT: {MIN_SIZE_TEST: [800, 900]}", "INPUT.MIN_SIZE_TEST"),

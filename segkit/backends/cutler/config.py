@@ -327,6 +327,10 @@ def _check_features(cfg: CfgNode, path: Path) -> None:
                        ("MODEL.ROI_HEADS.IN_FEATURES", model.ROI_HEADS.IN_FEATURES)):
         if not names or any(n not in levels for n in names):
             raise ConfigError(f"{path}: {key} {names} must name FPN outputs among {levels}")
+    pooled = [int(n[1:]) for n in model.ROI_HEADS.IN_FEATURES]
+    if pooled != list(range(pooled[0], pooled[0] + len(pooled))):
+        raise ConfigError(f"{path}: MODEL.ROI_HEADS.IN_FEATURES {model.ROI_HEADS.IN_FEATURES} must be "
+                          "consecutive pyramid levels, finest first (the RoI poolers pick among them by box size)")
     num_levels = len(model.RPN.IN_FEATURES)
     for key in ("SIZES", "ASPECT_RATIOS"):
         value = model.ANCHOR_GENERATOR[key]

@@ -107,7 +107,6 @@ class ROIHeads(nn.Module):
         heads, box, mask = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_MASK_HEAD
         self.in_features = list(heads.IN_FEATURES)
         level_strides = [strides[name] for name in self.in_features]
-        self.num_classes = heads.NUM_CLASSES
         self.nms_thresh = heads.NMS_THRESH_TEST
         self.sigmoid_scores = box.USE_SIGMOID_CE
         self.box_pooler = MultiLevelRoIAlign(box.POOLER_RESOLUTION, level_strides, box.POOLER_SAMPLING_RATIO,
@@ -132,7 +131,8 @@ class ROIHeads(nn.Module):
         self.mask_head = MaskHead(in_channels, mask.NUM_CONV, mask.CONV_DIM, mask.NORM,
                                   1 if mask.CLS_AGNOSTIC_MASK else heads.NUM_CLASSES)
 
-    def stages(self):
+    def stages(self) -> list:
+        """(box head, predictor, regression weights) of each stage, in order."""
         if self.cascade:
             return list(zip(self.box_head, self.box_predictor, self.stage_weights))
         return [(self.box_head, self.box_predictor, self.stage_weights[0])]
