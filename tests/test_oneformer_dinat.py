@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import segkit
+from segkit.backends import oneformer
+from segkit.imageio import read_image
 from segkit.registry import get_spec
 from segkit.result import boxes_from_masks
 
@@ -46,8 +48,8 @@ def test_three_tasks_through_predict(fixture, shared_dir):
     spec = dataclasses.replace(spec, options={**spec.options, "min_size_test": 96, "max_size_test": 160,
                                               "object_mask_threshold": 0.0, "detections_per_image": 20})
     with pytest.warns(UserWarning):
-        seg = segkit.backends.oneformer.load(spec, weights=fixture[0], device=torch.device("cpu"))
-    rgb = segkit.imageio.read_image(shared_dir / "images" / "cat.jpg")
+        seg = oneformer.load(spec, weights=fixture[0], device=torch.device("cpu"))
+    rgb = read_image(shared_dir / "images" / "cat.jpg")
     semantic = seg.predict(rgb, task="semantic")
     assert semantic.label_map.shape == rgb.shape[:2] and set(np.unique(semantic.label_map)) <= set(range(6))
     panoptic = seg.predict(rgb, task="panoptic")

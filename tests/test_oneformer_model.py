@@ -14,6 +14,7 @@ from segkit.backends import oneformer
 from segkit.backends.oneformer.processing import preprocess
 from segkit.backends.oneformer.tasks import TASKS, shipped_ids, task_text
 from segkit.errors import CheckpointError, ConfigError
+from segkit.imageio import read_image
 from segkit.labels import load_labels
 from segkit.registry import get_spec
 from segkit.result import boxes_from_masks
@@ -84,7 +85,7 @@ def test_segkit_load_gives_transformers_model_with_its_logits(tiny_folder, share
     seen = {}
     seg.model.register_forward_hook(lambda module, args, kwargs, out: seen.update(kwargs=kwargs, out=out),
                                     with_kwargs=True)
-    rgb = segkit.imageio.read_image(shared_dir / "images" / "cat.jpg")
+    rgb = read_image(shared_dir / "images" / "cat.jpg")
     result = seg.predict(rgb, task="panoptic")
     assert result.meta["resized_size"] == [800, 1203] and result.meta["padded_size"] == [800, 1216]
 
