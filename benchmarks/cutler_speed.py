@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "segkit": "segkit as shipped: norms folded into convs, channels-last",
-    "segkit-unfolded": "segkit without folding norms (detectron2's exact operator sequence)",
+    "segkit-unfolded": "segkit with norms kept as separate ops, as detectron2 runs them",
     "detectron2": "detectron2 + stock CascadeROIHeads (what CutLER's custom heads run at test time)",
 }
 

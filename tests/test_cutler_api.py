@@ -10,6 +10,7 @@ from torchvision.ops import box_iou
 import segkit
 from segkit.backends.cutler import CutLERSegmenter, build_model, class_names, load_config
 from segkit.backends.cutler.checkpoint import read_state_dict
+from segkit.backends.cutler.layers import ConvNorm, FrozenBatchNorm2d
 from segkit.backends.cutler.postprocess import paste_masks
 from segkit.backends.cutler.roi_heads import select_detections
 from segkit.errors import CheckpointError, WeightsUnavailableError
@@ -35,6 +36,12 @@ def test_backend_name_loads_the_default_cascade(cascade):
     assert isinstance(cascade, CutLERSegmenter)
     assert cascade.name == "cutler-cascade"
     assert cascade.dtype == torch.float32
+
+
+def test_loaded_model_has_every_batch_norm_folded(cascade):
+    convs = [m for m in cascade.model.modules() if isinstance(m, ConvNorm)]
+    assert len(convs) > 60 and all(conv.norm is None and conv.bias is not None for conv in convs)
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d)) for m in cascade.model.modules())
 
 
 def test_result_is_an_instance_result_sorted_by_score(cascade, cutler_dir, img1):

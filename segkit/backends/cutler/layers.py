@@ -46,10 +46,10 @@ def make_norm(kind: str, channels: int) -> nn.Module | None:
 class ConvNorm(nn.Conv2d):
     """conv -> norm -> optional ReLU, with the norm stored as ``.norm`` (detectron2's key layout)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1,
+    def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, groups=1,
                  norm: str = "", bias: bool | None = None, relu: bool = False):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         dilation=dilation, groups=groups, bias=(norm == "") if bias is None else bias)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
+                         bias=(norm == "") if bias is None else bias)
         self.norm = make_norm(norm, out_channels)
         self.relu = relu
 
@@ -60,13 +60,12 @@ class ConvNorm(nn.Conv2d):
         return F.relu_(x) if self.relu else x
 
 
-def fold_norms(model: nn.Module) -> int:
-    """Fold every BN (or frozen BN) into its convolution's weight and bias; returns how many.
+def fold_norms(model: nn.Module) -> None:
+    """Fold every BN (or frozen BN) into its convolution's weight and bias.
 
     At inference a BN is a per-channel affine map, so ``bn(conv(x)) == conv'(x)``; folding saves a
     pass over every activation. The new weights are computed in float64 to lose no precision.
     """
-    folded = 0
     for conv in model.modules():
         if not isinstance(conv, ConvNorm) or not isinstance(conv.norm, (nn.BatchNorm2d, FrozenBatchNorm2d)):
             continue
@@ -79,5 +78,3 @@ def fold_norms(model: nn.Module) -> int:
         conv.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
         conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
         conv.norm = None
-        folded += 1
-    return folded
