@@ -102,9 +102,11 @@ def test_non_checkpoints_are_refused(tmp_path):
         read_state_dict(empty)
 
 
-def test_bare_state_dicts_load_too(tmp_path, cascade_state, cascade_cfg):
-    path = tmp_path / "bare.pth"
-    torch.save(cascade_state, path)
+@pytest.mark.parametrize("layout", ["bare", "data-parallel"])
+def test_bare_and_data_parallel_state_dicts_load_too(tmp_path, cascade_state, cascade_cfg, layout):
+    path = tmp_path / f"{layout}.pth"
+    prefix = "module." if layout == "data-parallel" else ""
+    torch.save({prefix + k: v for k, v in cascade_state.items()}, path)
     model = _load(cascade_cfg, read_state_dict(path))
     assert torch.equal(model.roi_heads.box_predictor[2].cls_score.weight,
                        cascade_state["roi_heads.box_predictor.2.cls_score.weight"])

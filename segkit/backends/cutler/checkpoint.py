@@ -34,6 +34,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: holds no state dict of tensors (expected {{'model': state_dict}}); "
                               "pass a detectron2 .pth checkpoint")
+    if all(k.startswith("module.") for k in state):  # saved from a (Distributed)DataParallel wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
