@@ -24,7 +24,7 @@ from .checkpoint import read_state_dict
 from .config import CfgNode, load_config
 from .model import CutLERModel, build_model
 
-__all__ = ["CutLERSegmenter", "load", "load_config", "build_model", "CutLERModel"]
+__all__ = ["CutLERSegmenter", "CutLERModel", "build_model", "class_names", "load", "load_config"]
 
 
 class CutLERSegmenter(Segmenter):
