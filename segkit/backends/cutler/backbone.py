@@ -107,7 +107,7 @@ class FPN(nn.Module):
         outputs = {}
         top_down = None
         for name, level in reversed(list(zip(self.in_features, self.levels))):
-            lateral = getattr(self, f"fpn_lateral{level}")(bottom_up[name])
+            lateral = getattr(self, f"fpn_lateral{level}")(bottom_up.pop(name))  # frees the stage output early
             if top_down is not None:
                 lateral += F.interpolate(top_down, scale_factor=2.0, mode="nearest")
                 if self.fuse_avg:
