@@ -73,9 +73,8 @@ def check_fits(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], 
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
     if mismatched:
-        shown = ", ".join(f"{k}: file {list(state[k].shape)} vs model {list(expected[k])}"
-                          for k in mismatched[:SHOWN_KEYS])
-        problems.append(f"{len(mismatched)} shape mismatches ({shown}{', ...' if len(mismatched) > SHOWN_KEYS else ''})")
+        shown = [f"{k}: file {list(state[k].shape)} vs model {list(expected[k])}" for k in mismatched]
+        problems.append(f"{len(mismatched)} shape mismatches ({_first(shown)})")
     raise CheckpointError(
         f"{path} does not fit {model_name}: {'; '.join(problems)}. The file looks like "
         f"{describe_state_dict(state)}; choose the matching --model or --config")
