@@ -15,8 +15,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 
 def _to_rgb(img) -> np.ndarray:
     """Convert any PIL mode to 8-bit RGB, scaling 16/32-bit data rather than clipping it."""
-    from PIL import Image
-
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img).astype(np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -27,13 +25,7 @@ def _to_rgb(img) -> np.ndarray:
         top = 1.0 if arr.max() <= 1.0 else 255.0
         arr = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
         return np.repeat(arr[..., None], 3, axis=2)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        # Composite onto white so transparent areas do not turn into arbitrary colours.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
+    # Alpha is dropped, not composited: the reference pipelines (detectron2's read_image) do the same.
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 

@@ -21,7 +21,7 @@ def test_modes_convert_to_rgb(tmp_path):
     assert (out[..., 0] == np.asarray(gray)).all() and (out[..., 1] == out[..., 2]).all()
 
     rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
-    assert (read_image(_save(tmp_path, "a.png", rgba)) == 255).all()  # transparent -> white background
+    assert (read_image(_save(tmp_path, "a.png", rgba)) == [10, 20, 30]).all()  # alpha dropped, as detectron2 does
     opaque = Image.new("RGBA", (4, 4), (10, 20, 30, 255))
     assert (read_image(_save(tmp_path, "o.png", opaque)) == [10, 20, 30]).all()
 
