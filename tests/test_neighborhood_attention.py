@@ -72,9 +72,10 @@ def test_fixture_cases_are_present(fixtures_dir):
 
 # ---------------------------------------------------------------- brute force, other shapes
 
-SHAPES = [  # kernel, dilation, extra rows, extra cols (beyond K*d): divisible and not, square and not
-    (3, 1, 0, 9), (3, 4, 3, 1), (5, 1, 12, 3), (5, 3, 2, 7), (7, 2, 1, 0), (7, 1, 17, 22),
-    (9, 2, 5, 3), (11, 1, 9, 0), (11, 2, 3, 6), (11, 5, 0, 4), (13, 1, 2, 30), (1, 3, 2, 1),
+SHAPES = [  # kernel, dilation, extra rows, extra cols (beyond K*d): divisible and not, square and not,
+    # maps of one tile and of many (with a last tile too short to reach back to its windows)
+    (3, 1, 0, 9), (3, 4, 3, 1), (5, 1, 12, 3), (5, 1, 21, 30), (5, 3, 2, 7), (7, 2, 1, 0), (7, 1, 17, 22),
+    (9, 2, 5, 3), (11, 1, 9, 0), (11, 1, 30, 27), (11, 2, 3, 6), (11, 5, 0, 4), (13, 1, 2, 30), (1, 3, 2, 1),
 ]
 
 
@@ -89,6 +90,20 @@ def test_matches_brute_force(kernel_size, dilation, extra_h, extra_w):
     torch.testing.assert_close(na2d_qk_rpb(q, k, rpb, kernel_size, dilation), attn, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(na2d_av(probs, v, kernel_size, dilation), out, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(na2d(q, k, v, rpb, kernel_size, dilation), out, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 7, 11])
+def test_every_axis_length_up_to_many_tiles(kernel_size):
+    """Tile sizes, short last tiles and border windows spilling into the previous tile: all lengths in a range."""
+    for length in range(kernel_size, kernel_size + 48):
+        q, k, v, rpb = random_case(length, 1, 1, length, kernel_size + 1, 2, kernel_size)
+        attn = reference_qk(q, k, rpb, kernel_size, 1)
+        out = reference_av(attn.softmax(-1), v, kernel_size, 1)
+        torch.testing.assert_close(na2d_qk_rpb(q, k, rpb, kernel_size, 1), attn, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(na2d(q, k, v, rpb, kernel_size, 1), out, atol=1e-12, rtol=1e-12)
+        transposed = [x.transpose(2, 3) for x in (q, k, v)]
+        torch.testing.assert_close(na2d(*transposed, rpb.transpose(1, 2), kernel_size, 1), out.transpose(2, 3),
+                                   atol=1e-12, rtol=1e-12)
 
 
 def test_without_bias_matches_brute_force():

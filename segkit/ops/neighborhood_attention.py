@@ -11,10 +11,12 @@ the ``K`` keys of its group whose window is centred on it, slid inwards at the b
 (row offset ``a``, column offset ``b``). Nothing scales the query: callers do.
 
 How it runs fast: dilation only interleaves independent sub-maps, so each dilation group is gathered into a plain
-(``d = 1``) map. There, queries are cut into ``T x T`` tiles whose windows all lie in one ``(T+K-1)^2`` key region;
-each tile is a small dense attention over its region, with the bias and a ``-inf`` mask outside each query's window.
-Tiles that share one window pattern are batched into a single matmul or ``scaled_dot_product_attention`` call, and the
-batches are chunked, so memory stays proportional to the map (never ``(H*W)^2``).
+(``d = 1``) map. There, queries are cut into ``T x T`` tiles; the windows of a tile's queries all lie in one key
+region of about ``(T+K-1)^2`` positions, and on a key map padded at its borders these regions sit on a regular grid,
+so one strided copy gathers the regions of a whole band of tiles. Each tile is then a small dense attention over its
+region, with the bias inside each query's window and ``-inf`` elsewhere; tiles differ only near the borders, so a
+band needs a few large ``scaled_dot_product_attention`` (or matmul) calls, one per kind of tile. Bands are sized
+by ``CHUNK_ELEMENTS``, so memory stays proportional to the map (never ``(H*W)^2``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import torch.nn.functional as F
 
 __all__ = ["na2d", "na2d_av", "na2d_qk_rpb"]
 
-TILE = 8  # query tile side: the fastest on 2 CPU cores for K = 7..11 (see benchmarks/oneformer_backbones.py)
-CHUNK_ELEMENTS = 1 << 24  # elements of gathered regions/scores per batched call: bounds the extra memory
+TILE = 8  # smallest query tile side: 6..10 ran about equally fast for DiNAT-L on 2 CPU cores; 8 wastes few keys
+CHUNK_ELEMENTS = 1 << 24  # elements of gathered regions (and scores) per batched call: bounds extra memory
 
 
 def na2d_qk_rpb(query, key, rpb, kernel_size: int, dilation: int = 1):
@@ -39,45 +41,50 @@ def na2d_qk_rpb(query, key, rpb, kernel_size: int, dilation: int = 1):
     """
     _check(query, kernel_size, dilation, key=key, rpb=rpb)
 
-    def scores(query_tiles, regions, pattern):
+    def biases(arrangements):
+        return arrangements.bias(rpb).to(query.dtype)
+
+    def scores(query_tiles, regions, window_index, bias):
         (key_regions,) = regions
         dense = torch.matmul(query_tiles, key_regions.transpose(-1, -2))
-        index = pattern.window_index.expand(*dense.shape[:-1], -1)
-        picked = dense.gather(-1, index)
-        return picked if rpb is None else picked + pattern.bias(rpb).to(picked.dtype)
+        picked = dense.gather(-1, window_index.expand(*dense.shape[:-1], -1))
+        return picked if bias is None else picked + bias
 
-    return _apply(query, [key], kernel_size, dilation, scores, kernel_size * kernel_size)
+    return _apply(query, [key], kernel_size, dilation, None if rpb is None else biases, scores,
+                  kernel_size * kernel_size, True)
 
 
 def na2d_av(attn, value, kernel_size: int, dilation: int = 1):
-    """Weighted sums ``(B, heads, H, W, D)`` of each query's window of ``value`` by ``attn`` ``(B, heads, H, W, K*K)``."""
+    """Each query's window of ``value`` ``(B, heads, H, W, D)``, summed with the weights ``attn`` ``(.., K*K)``."""
     _check(value, kernel_size, dilation, attn=attn)
 
-    def weighted_sum(attn_tiles, regions, pattern):
+    def weighted_sum(attn_tiles, regions, window_index, _):
         (value_regions,) = regions
         dense = attn_tiles.new_zeros(*attn_tiles.shape[:-1], value_regions.shape[-2])
-        dense.scatter_(-1, pattern.window_index.expand(*attn_tiles.shape), attn_tiles)
+        dense.scatter_(-1, window_index.expand(attn_tiles.shape), attn_tiles)
         return torch.matmul(dense, value_regions)
 
-    return _apply(attn, [value], kernel_size, dilation, weighted_sum, value.shape[-1])
+    return _apply(attn, [value], kernel_size, dilation, None, weighted_sum, value.shape[-1], True)
 
 
 def na2d(query, key, value, rpb, kernel_size: int, dilation: int = 1):
     """Fused ``na2d_av(softmax(na2d_qk_rpb(query, key, rpb)), value)``: same result, no ``K*K`` score tensor."""
     _check(query, kernel_size, dilation, key=key, value=value, rpb=rpb)
 
-    def attend(query_tiles, regions, pattern):
+    def masks(arrangements):
+        return arrangements.masks(rpb, query.shape[1], query.dtype)
+
+    def attend(query_tiles, regions, window_index, mask):
         key_regions, value_regions = regions
-        mask = pattern.window_mask(rpb, query_tiles.shape[1], query_tiles.dtype)
         return F.scaled_dot_product_attention(query_tiles, key_regions, value_regions, attn_mask=mask, scale=1.0)
 
-    return _apply(query, [key, value], kernel_size, dilation, attend, value.shape[-1])
+    return _apply(query, [key, value], kernel_size, dilation, masks, attend, value.shape[-1], False)
 
 
 def _check(reference, kernel_size, dilation, **others):
     """Reject what legacy NATTEN rejects, with the reason."""
     if reference.dim() != 5:
-        raise ValueError(f"neighborhood attention expects (B, heads, H, W, C) tensors, got shape {tuple(reference.shape)}")
+        raise ValueError(f"neighborhood attention expects (B, heads, H, W, C) tensors, got {tuple(reference.shape)}")
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
     if dilation < 1:
@@ -99,16 +106,17 @@ def _check(reference, kernel_size, dilation, **others):
             raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {expected}")
 
 
-def _apply(queries, sources, kernel_size, dilation, compute, out_channels):
-    """Run ``compute`` on every dilation group as a plain NA map and reassemble the full-size result."""
+def _apply(queries, sources, kernel_size, dilation, prepare, compute, out_channels, materializes_scores):
+    """Run the op (see ``_tiled``) on every dilation group as a plain NA map and reassemble the full-size result."""
     if dilation == 1:
-        return _tiled(queries, sources, kernel_size, compute, out_channels)
+        return _tiled(queries, sources, kernel_size, prepare, compute, out_channels, materializes_scores)
     batch, heads, height, width = queries.shape[:4]
     result = queries.new_empty(batch, heads, height, width, out_channels)
     for rows in _axis_groups(height, dilation):
         for cols in _axis_groups(width, dilation):
             group_queries, *group_sources = (_gather_groups(x, rows, cols, dilation) for x in (queries, *sources))
-            group_result = _tiled(group_queries, group_sources, kernel_size, compute, out_channels)
+            group_result = _tiled(group_queries, group_sources, kernel_size, prepare, compute, out_channels,
+                                  materializes_scores)
             target = _groups_view(result, rows, cols, dilation)
             target.copy_(group_result.view(batch, rows.count, cols.count, *group_result.shape[1:]))
     return result
@@ -147,121 +155,145 @@ def _gather_groups(x, rows, cols, dilation):
 
 
 @dataclass(frozen=True)
-class _Run:
-    """Consecutive query tiles of one axis whose windows sit at the same places inside their key regions."""
-
-    first_tile: int
-    tiles: int
-    region_start: int  # of the first tile; each next tile's region starts one tile further
-    window: torch.Tensor  # (tile, K): region-relative key positions of each query of a tile
-    bias_index: torch.Tensor  # (tile, K): index into one axis of the bias table
-
-
-@dataclass(frozen=True)
 class _AxisPlan:
+    """One axis cut into ``tiles`` query tiles of ``tile`` positions; tile ``m`` reads keys from a ``region`` that
+    starts at ``m * tile`` once the keys are padded by ``pad_before`` / ``pad_after`` (padding is always masked).
+
+    Tiles differ only in where their queries' windows sit inside the region (near the borders windows slide
+    inwards); ``pattern`` numbers each tile's arrangement, ``window`` / ``bias_index`` ``(patterns, tile, K)`` hold
+    the region-relative key positions and the bias-table indices of each arrangement.
+    """
+
     tile: int
-    region: int
     tiles: int
-    runs: tuple
+    region: int
+    pad_before: int
+    pad_after: int
+    pattern: torch.Tensor
+    window: torch.Tensor
+    bias_index: torch.Tensor
+
+    def runs(self):
+        """``(first_tile, count, pattern)`` for each stretch of consecutive tiles with one arrangement."""
+        runs = []
+        for tile, pattern in enumerate(self.pattern.tolist()):
+            if runs and runs[-1][2] == pattern:
+                runs[-1][1] += 1
+            else:
+                runs.append([tile, 1, pattern])
+        return runs
+
+
+def _region(length, kernel_size, tile):
+    """Key region of a ``tile``: its queries' windows, grown when the last tile is too short to reach back to its
+    windows' start. Padding by ``kernel_size // 2 + extra`` before the map puts tile ``m``'s region at ``m*tile``."""
+    half = kernel_size // 2
+    extra = max(0, half + 1 - (length - (-(-length // tile) - 1) * tile))
+    return tile + kernel_size - 1 + extra, half + extra
 
 
 @functools.lru_cache(maxsize=256)
 def _axis_plan(length, kernel_size, tile):
-    """Cut one axis into query tiles and group the tiles into runs (usually: first, interior, last)."""
-    if length <= tile + kernel_size - 1:
-        tile = length  # a small map is one tile: its region is the whole axis anyway
+    half = kernel_size // 2
+    tile = max(tile, half + 1)  # so that only the first tile holds queries near the start
+    # the smallest region (fewest wasted keys) among a few tile sizes, then the largest tile
+    tile = min(range(tile, tile + 3), key=lambda t: (_region(length, kernel_size, t)[0], -t))
+    region, pad_before = _region(length, kernel_size, tile)
+    if length <= region:
+        tile, region, pad_before = length, length, 0  # one tile over the whole axis wastes no more keys
     tiles = -(-length // tile)
-    region = min(tile + kernel_size - 1, length)
+    pad_after = (tiles - 1) * tile + region - pad_before - length
     position = torch.arange(tiles * tile).clamp(max=length - 1)  # padding queries repeat the last one
-    start = (position - kernel_size // 2).clamp(0, length - kernel_size)
-    region_start = start[::tile].clamp(max=length - region)
-    offsets = torch.arange(kernel_size)
-    keys = (start[:, None] + offsets).view(tiles, tile, kernel_size)
-    window = keys - region_start[:, None, None]
-    bias_index = kernel_size - 1 + keys - position.view(tiles, tile, 1)
-
-    runs = []
-    for n in range(tiles):
-        previous = runs[-1] if runs else None
-        if (previous is not None and torch.equal(previous.window, window[n])
-                and torch.equal(previous.bias_index, bias_index[n])
-                and int(region_start[n]) == previous.region_start + (n - previous.first_tile) * tile):
-            runs[-1] = _Run(previous.first_tile, previous.tiles + 1, previous.region_start, previous.window,
-                            previous.bias_index)
-        else:
-            runs.append(_Run(n, 1, int(region_start[n]), window[n], bias_index[n]))
-    return _AxisPlan(tile, region, tiles, tuple(runs))
+    keys = (position - half).clamp(0, length - kernel_size)[:, None] + torch.arange(kernel_size)
+    region_start = torch.arange(tiles).repeat_interleave(tile) * tile - pad_before
+    arrangement = torch.cat([keys - region_start[:, None], kernel_size - 1 + keys - position[:, None]], 1)
+    unique, pattern = torch.unique(arrangement.view(tiles, -1), dim=0, return_inverse=True)
+    unique = unique.view(-1, tile, 2 * kernel_size)
+    return _AxisPlan(tile, tiles, region, pad_before, pad_after, pattern, unique[..., :kernel_size],
+                     unique[..., kernel_size:])
 
 
-class _Pattern:
-    """Where each query of a 2-D tile finds its ``K*K`` keys in the tile's flattened key region, and their biases."""
+class _Arrangements:
+    """For one row arrangement and each column arrangement ``c``: where each query of a tile finds its ``K*K``
+    keys in the tile's flattened region (``window_index[c]`` ``(tile_area, K*K)``), their biases and the additive
+    mask that attention applies. Built for all column arrangements at once: a handful of small tensors."""
 
-    def __init__(self, rows: _Run, cols: _Run, row_plan: _AxisPlan, col_plan: _AxisPlan, device):
-        k = rows.window.shape[1]
-        index = rows.window[:, None, :, None] * col_plan.region + cols.window[None, :, None, :]
-        self.window_index = index.reshape(row_plan.tile * col_plan.tile, k * k).to(device)
-        self.region_size = row_plan.region * col_plan.region
-        self._rows, self._cols = rows, cols
+    def __init__(self, rows: _AxisPlan, row_pattern: int, cols: _AxisPlan, device):
+        self.region_size = rows.region * cols.region
+        row_window, col_window = rows.window[row_pattern], cols.window  # (Tr, K), (patterns, Tc, K)
+        index = row_window[None, :, None, :, None] * cols.region + col_window[:, None, :, None, :]
+        k = row_window.shape[1]
+        self.window_index = index.reshape(len(col_window), rows.tile * cols.tile, k * k).to(device)
+        self._row_bias = rows.bias_index[row_pattern][None, :, None, :, None].to(device)
+        self._col_bias = cols.bias_index[:, None, :, None, :].to(device)
 
     def bias(self, rpb):
-        """``(heads, tile*tile, K*K)``."""
-        rows = self._rows.bias_index.to(rpb.device)
-        cols = self._cols.bias_index.to(rpb.device)
-        bias = rpb[:, rows[:, None, :, None], cols[None, :, None, :]]
-        return bias.reshape(rpb.shape[0], *self.window_index.shape)
+        """``(col_patterns, heads, tile_area, K*K)``."""
+        bias = rpb[:, self._row_bias, self._col_bias]  # (heads, col_patterns, Tr, Tc, K, K)
+        return bias.transpose(0, 1).reshape(len(self.window_index), rpb.shape[0], *self.window_index.shape[1:])
 
-    def window_mask(self, rpb, heads, dtype):
-        """``(1, heads, tile*tile, region)`` additive mask: the bias inside each query's window, -inf elsewhere."""
-        mask = torch.full((heads, *self.window_index.shape[:1], self.region_size), -math.inf,
-                          dtype=dtype, device=self.window_index.device)
-        values = torch.zeros(heads, *self.window_index.shape, dtype=dtype, device=mask.device) if rpb is None \
-            else self.bias(rpb).to(dtype)
-        return mask.scatter_(-1, self.window_index.expand(heads, -1, -1), values)[None]
+    def masks(self, rpb, heads, dtype):
+        """``(col_patterns, 1, heads, tile_area, region)``: the bias inside each query's window, -inf elsewhere."""
+        shape = (len(self.window_index), heads, *self.window_index.shape[1:])
+        values = self.window_index.new_zeros(shape, dtype=dtype) if rpb is None else self.bias(rpb).to(dtype)
+        masks = torch.full((*shape[:3], self.region_size), -math.inf, dtype=dtype, device=values.device)
+        return masks.scatter_(-1, self.window_index[:, None].expand(shape), values)[:, None]
 
 
-def _tiled(queries, sources, kernel_size, compute, out_channels):
-    """Plain (dilation 1) NA: ``compute(query_tiles, source_regions, pattern)`` on batches of query tiles.
+def _tiled(queries, sources, kernel_size, prepare, compute, out_channels, materializes_scores):
+    """Plain (dilation 1) NA: ``compute(query_tiles, source_regions, window_index, prepared)`` on query tiles.
 
-    ``query_tiles`` is ``(n, heads, tile*tile, C)``, each source region ``(n, heads, region, C')``; ``compute`` returns
-    ``(n, heads, tile*tile, out_channels)``.
+    ``query_tiles`` is ``(n, heads, tile_area, C)`` and each source region ``(n, heads, region, C')``: ``n`` tiles
+    of one row and one column arrangement. ``window_index`` ``(tile_area, K*K)`` locates each query's keys in the
+    flattened region; ``prepared`` is the column arrangement's item of ``prepare(arrangements)`` if given (biases,
+    masks: computed once per row arrangement). ``compute`` returns ``(n, heads, tile_area, out_channels)``. Tiles
+    are cut out in bands of as many whole tile rows of one row arrangement as ``CHUNK_ELEMENTS`` allows, so that a
+    map costs a few large calls rather than many small ones.
     """
     batch, heads, height, width, channels = queries.shape
-    row_plan = _axis_plan(height, kernel_size, TILE)
-    col_plan = _axis_plan(width, kernel_size, TILE)
-    th, tw = row_plan.tile, col_plan.tile
-    padded_height, padded_width = row_plan.tiles * th, col_plan.tiles * tw
+    rows, cols = _axis_plan(height, kernel_size, TILE), _axis_plan(width, kernel_size, TILE)
+    padded_height, padded_width = rows.tiles * rows.tile, cols.tiles * cols.tile
     if (padded_height, padded_width) != (height, width):
         queries = F.pad(queries, (0, 0, 0, padded_width - width, 0, padded_height - height))
-    query_tiles = queries.view(batch, heads, row_plan.tiles, th, col_plan.tiles, tw, channels)
+    key_padding = (0, 0, cols.pad_before, cols.pad_after, rows.pad_before, rows.pad_after)
+    if any(key_padding):
+        sources = [F.pad(source, key_padding) for source in sources]
+    query_tiles = queries.view(batch, heads, rows.tiles, rows.tile, cols.tiles, cols.tile, channels)
     result = queries.new_empty(batch, heads, padded_height, padded_width, out_channels)
-    result_tiles = result.view(batch, heads, row_plan.tiles, th, col_plan.tiles, tw, out_channels)
+    result_tiles = result.view(batch, heads, rows.tiles, rows.tile, cols.tiles, cols.tile, out_channels)
 
-    source_channels = sum(source.shape[-1] for source in sources)
-    for cols in col_plan.runs:
-        for rows in row_plan.runs:
-            pattern = _Pattern(rows, cols, row_plan, col_plan, queries.device)
-            per_tile_row = batch * cols.tiles * heads * (
-                pattern.region_size * (source_channels + th * tw) + th * tw * (channels + out_channels))
-            step = max(1, CHUNK_ELEMENTS // per_tile_row)
-            for first in range(0, rows.tiles, step):
-                count = min(step, rows.tiles - first)
-                tile_rows = slice(rows.first_tile + first, rows.first_tile + first + count)
-                tile_cols = slice(cols.first_tile, cols.first_tile + cols.tiles)
-                chunk = query_tiles[:, :, tile_rows, :, tile_cols].permute(0, 2, 4, 1, 3, 5, 6)
-                chunk = chunk.reshape(-1, heads, th * tw, channels)
-                regions = [_regions(source, rows.region_start + first * th, count, row_plan, cols.region_start,
-                                    cols.tiles, col_plan) for source in sources]
-                out = compute(chunk, regions, pattern).reshape(batch, count, cols.tiles, heads, th, tw, out_channels)
-                result_tiles[:, :, tile_rows, :, tile_cols] = out.permute(0, 3, 1, 4, 2, 5, 6)
+    tile_area, region_size = rows.tile * cols.tile, rows.region * cols.region
+    scores = tile_area if materializes_scores else 0
+    per_tile = region_size * (sum(source.shape[-1] for source in sources) + scores) + tile_area * (
+        channels + out_channels)
+    step = max(1, CHUNK_ELEMENTS // (batch * cols.tiles * heads * per_tile))
+    col_runs = cols.runs()
+    for first, count, row_pattern in rows.runs():
+        arrangements = _Arrangements(rows, row_pattern, cols, queries.device)
+        prepared = prepare(arrangements) if prepare else [None] * len(arrangements.window_index)
+        for start in range(first, first + count, step):
+            band = slice(start, min(start + step, first + count))
+            n = band.stop - band.start
+            # column tiles outermost, so that each column run is one contiguous batch
+            band_queries = query_tiles[:, :, band].permute(4, 0, 2, 1, 3, 5, 6)
+            band_queries = band_queries.reshape(cols.tiles, batch * n, heads, tile_area, channels)
+            band_regions = [_regions(source, band, rows, cols) for source in sources]
+            for col_first, col_count, col_pattern in col_runs:
+                tiles = slice(col_first, col_first + col_count)
+                regions = [region[tiles].flatten(0, 1) for region in band_regions]
+                out = compute(band_queries[tiles].flatten(0, 1), regions, arrangements.window_index[col_pattern],
+                              prepared[col_pattern])
+                out = out.reshape(col_count, batch, n, heads, rows.tile, cols.tile, out_channels)
+                result_tiles[:, :, band, :, tiles] = out.permute(1, 3, 2, 4, 0, 5, 6)
     return result[:, :, :height, :width]
 
 
-def _regions(source, row_start, row_tiles, row_plan, col_start, col_tiles, col_plan):
-    """Key regions of ``row_tiles x col_tiles`` consecutive tiles, ``(B*tiles, heads, region, C)``, one copy."""
-    batch, heads = source.shape[:2]
-    rows = source.narrow(2, row_start, (row_tiles - 1) * row_plan.tile + row_plan.region)
-    windows = rows.narrow(3, col_start, (col_tiles - 1) * col_plan.tile + col_plan.region)
-    windows = windows.unfold(2, row_plan.region, row_plan.tile).unfold(3, col_plan.region, col_plan.tile)
-    # (B, heads, row_tiles, col_tiles, C, region_rows, region_cols) -> tiles first, channels last
-    windows = windows.permute(0, 2, 3, 1, 5, 6, 4)
-    return windows.reshape(batch * row_tiles * col_tiles, heads, row_plan.region * col_plan.region, source.shape[-1])
+def _regions(source, band, rows, cols):
+    """Key regions of the tiles in a band of tile rows, ``(col_tiles, B*rows, heads, region, C)``: one copy."""
+    batch, heads, channels = source.shape[0], source.shape[1], source.shape[-1]
+    n = band.stop - band.start
+    windows = source.narrow(2, band.start * rows.tile, (n - 1) * rows.tile + rows.region)
+    windows = windows.unfold(2, rows.region, rows.tile).unfold(3, cols.region, cols.tile)
+    # (B, heads, n, col_tiles, C, region_rows, region_cols) -> (col_tiles, B, n, heads, region_rows, region_cols, C)
+    windows = windows.permute(3, 0, 2, 1, 5, 6, 4)
+    return windows.reshape(cols.tiles, batch * n, heads, rows.region * cols.region, channels)
