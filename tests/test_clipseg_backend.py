@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import segkit
+from segkit.backends import clipseg
 from segkit.errors import CheckpointError, ConfigError, SegkitError
 from segkit.result import boxes_from_masks
 from tiny_models import make_tiny_clipseg
@@ -132,11 +133,14 @@ def test_combine_label_map(tiny):
         np.testing.assert_array_equal(result.label_map > 0, result.masks.any(axis=0))
 
 
-def test_predict_batch_equals_predict(tiny):
+def test_predict_batch_equals_predict(tiny, monkeypatch):
     seg, _, _ = tiny
     images = [photo(seed=7), photo(80, 33, seed=8), Image.fromarray(photo(seed=9))]
+    monkeypatch.setattr(clipseg, "DECODER_PAIRS", 5)  # 12 (image, prompt) pairs: decoder chunks of 5, 5, 2
+    monkeypatch.setattr(clipseg, "MLP_CHUNK_BYTES", 1)  # every MLP one sample at a time
     batch = seg.predict_batch(images, prompts=PROMPTS, combine=True)
-    assert len(batch) == 3
+    monkeypatch.undo()
+    assert len(batch) == 3 and seg.predict_batch([], prompts=PROMPTS) == []
     for image, result in zip(images, batch):
         single = seg.predict(image, prompts=PROMPTS, combine=True)
         np.testing.assert_allclose(result.heatmaps, single.heatmaps, atol=1e-5)
@@ -148,8 +152,8 @@ def test_each_image_encoded_once_without_unused_layers(tiny):
     seg, _, _ = tiny
     layers = seg.model.clip.vision_model.encoder.layers
     calls = {"first": [], "last": []}
-    hooks = [layers[0].register_forward_hook(lambda m, args, out: calls["first"].append(len(args[0]))),
-             layers[-1].register_forward_hook(lambda m, args, out: calls["last"].append(len(args[0])))]
+    hooks = [layers[0].self_attn.register_forward_hook(lambda m, args, out: calls["first"].append(len(args[0]))),
+             layers[-1].self_attn.register_forward_hook(lambda m, args, out: calls["last"].append(len(args[0])))]
     try:
         seg.predict(photo(), prompts=PROMPTS)
         seg.predict_batch([photo(seed=1), photo(seed=2), photo(seed=3)], prompts=PROMPTS)

@@ -3,12 +3,13 @@
 Runs transformers' ``CLIPSegForImageSegmentation`` with the same preprocessing and the same numbers
 as its own forward pass, but without repeating work: each image is encoded once for all its prompts
 (and only up to the deepest layer the decoder reads), each text prompt is embedded once per segmenter
-(padded to the longest prompt, not to 77 tokens), and the decoder runs batched over prompts.
+(padded to the longest prompt, not to 77 tokens), and the decoder runs batched over prompts and images.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from ..result import Result, boxes_from_masks
 from .base import Segmenter
 
 DEFAULT_THRESHOLD = 0.4
+DECODER_PAIRS = 64  # (image, prompt) pairs per decoder pass
+MLP_CHUNK_BYTES = 16 * 2**20  # MLP hidden activations computed at a time (see _mlp_in_chunks)
 
 
 def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> "CLIPSegSegmenter":
@@ -58,7 +61,7 @@ class CLIPSegSegmenter(Segmenter):
         super().__init__(spec, model, device, dtype)
         self.processor = processor
         self.threshold = float(spec.options.get("threshold", DEFAULT_THRESHOLD))
-        self._prompt_cache: dict[str, object] = {}
+        self._prompt_cache: dict[tuple, object] = {}  # prompt -> embedding, for text and image prompts
 
     def _predict(self, rgb: np.ndarray, **options) -> Result:
         return self._predict_arrays([rgb], **options)[0]
@@ -69,9 +72,11 @@ class CLIPSegSegmenter(Segmenter):
         Each result's stage timings are its share of the batch's (batch time / number of images).
         """
         rgbs = [as_rgb_array(image) for image in images]
+        if not rgbs:
+            return []
         start = time.perf_counter()
         results = self._predict_arrays(rgbs, **options)
-        total = (time.perf_counter() - start) / max(len(rgbs), 1)
+        total = (time.perf_counter() - start) / len(rgbs)
         for rgb, result in zip(rgbs, results):
             result.meta["timings"]["total_s"] = total
             result.meta["model"] = self.name
@@ -130,13 +135,13 @@ class CLIPSegSegmenter(Segmenter):
         """Labels, text prompts and image prompts (as RGB arrays); image prompts are labelled by file stem."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        if isinstance(prompt_images, (str, Path)) or isinstance(prompt_images, np.ndarray):
+        if isinstance(prompt_images, (str, os.PathLike, np.ndarray)):
             prompt_images = [prompt_images]
         texts = [str(p) for p in prompts]
         labels = list(texts)
         arrays = []
         for number, image in enumerate(prompt_images, start=1):
-            labels.append(Path(image).stem if isinstance(image, (str, Path)) else f"image-{number}")
+            labels.append(Path(image).stem if isinstance(image, (str, os.PathLike)) else f"image-{number}")
             arrays.append(as_rgb_array(image))
         if not labels:
             raise SegkitError("CLIPSeg needs at least one prompt: give --prompt TEXT or --prompt-image PATH")
@@ -161,7 +166,7 @@ class CLIPSegSegmenter(Segmenter):
             timings["encode_images_s"] = time.perf_counter() - start
 
             start = time.perf_counter()
-            logits = [self._decode([a[i:i + 1] for a in activations], conditionals) for i in range(len(rgbs))]
+            logits = self._decode(activations, conditionals)
             timings["decode_s"] = time.perf_counter() - start
         return logits, timings
 
@@ -215,27 +220,67 @@ class CLIPSegSegmenter(Segmenter):
         hidden = vision.pre_layrnorm(vision.embeddings(pixels, interpolate_pos_encoding=True))
         outputs = {}
         for index, layer in enumerate(vision.encoder.layers[: max(wanted) + 1]):
-            hidden = layer(hidden, None)
-            outputs[index] = hidden
+            hidden = _encoder_layer(layer, hidden)
+            if index in wanted:
+                outputs[index] = hidden
         return [outputs[index] for index in wanted]
 
     def _decode(self, activations, conditionals):
-        """CLIPSeg's decoder for one image and P conditionals; returns logits (P, h, w).
+        """CLIPSeg's decoder for every (image, conditional) pair; returns logits (images, P, h, w).
 
-        Same operations as ``CLIPSegDecoder.forward``, except that everything before the FiLM
-        conditioning (the per-layer reductions and the layers before ``conditional_layer``) runs once
-        for the image instead of once per prompt.
+        Same operations as ``CLIPSegDecoder.forward`` on the image repeated once per conditional, except
+        that the per-layer reductions of the image features run once per image, and the pairs of all
+        images run together (in chunks of DECODER_PAIRS), which keeps a busy CPU's threads in step.
         """
+        import torch
+
         decoder = self.model.decoder
-        output = None
-        for index, (activation, layer, reduce) in enumerate(
-                zip(activations[::-1], decoder.layers, decoder.reduces)):
-            reduced = reduce(activation)
-            output = reduced if output is None else reduced + output
-            if index == decoder.conditional_layer:
-                output = decoder.film_mul(conditionals)[:, None] * output + decoder.film_add(conditionals)[:, None]
-            output = layer(output, None)
-        output = output.expand(len(conditionals), -1, -1)[:, 1:, :].transpose(1, 2)
-        side = int(round(output.shape[2] ** 0.5))
-        output = output.reshape(len(conditionals), output.shape[1], side, side)
-        return decoder.transposed_convolution(output)[:, 0]
+        reduced = [reduce(activation) for activation, reduce in zip(activations[::-1], decoder.reduces)]
+        images, prompts = len(activations[0]), len(conditionals)
+        pair = torch.arange(images * prompts, device=conditionals.device)
+        chunks = []
+        for first in range(0, len(pair), DECODER_PAIRS):
+            chunk = pair[first:first + DECODER_PAIRS]
+            image, prompt = chunk // prompts, chunk % prompts
+            cond = conditionals[prompt]
+            output = None
+            for index, (features, layer) in enumerate(zip(reduced, decoder.layers)):
+                output = features[image] if output is None else features[image] + output
+                if index == decoder.conditional_layer:
+                    output = decoder.film_mul(cond)[:, None] * output + decoder.film_add(cond)[:, None]
+                output = _decoder_layer(layer, output)
+            output = output[:, 1:, :].transpose(1, 2)
+            side = int(round(output.shape[2] ** 0.5))
+            output = output.reshape(len(chunk), output.shape[1], side, side)
+            chunks.append(decoder.transposed_convolution(output)[:, 0])
+        logits = torch.cat(chunks)
+        return logits.view(images, prompts, *logits.shape[1:])
+
+
+def _encoder_layer(layer, hidden):
+    """``CLIPSegEncoderLayer`` (pre-norm) with its MLP run in chunks; the same numbers."""
+    hidden = hidden + layer.self_attn(layer.layer_norm1(hidden))[0]
+    return hidden + _mlp_in_chunks(layer.mlp, layer.layer_norm2(hidden))
+
+
+def _decoder_layer(layer, hidden):
+    """``CLIPSegDecoderLayer`` (post-norm) with its MLP run in chunks; the same numbers."""
+    hidden = layer.layer_norm1(hidden + layer.self_attn(hidden)[0])
+    return layer.layer_norm2(hidden + _mlp_in_chunks(layer.mlp, hidden))
+
+
+def _mlp_in_chunks(mlp, hidden):
+    """``mlp(hidden)`` a few samples at a time (samples are independent, so the result is identical).
+
+    The MLP's hidden activations are 4x wider than its input; for a whole batch they run to hundreds
+    of MB, which the allocator maps fresh (and the kernel zero-fills) for every layer. Chunks of
+    MLP_CHUNK_BYTES are reused instead, which made the image encoder ~10% and the decoder ~40%
+    faster on a 2-core CPU.
+    """
+    import torch
+
+    per_sample = hidden[0].numel() // hidden.shape[-1] * mlp.fc1.out_features * hidden.element_size()
+    step = max(1, MLP_CHUNK_BYTES // per_sample)
+    if step >= len(hidden):
+        return mlp(hidden)
+    return torch.cat([mlp(part) for part in hidden.split(step)])
