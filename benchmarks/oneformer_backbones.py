@@ -9,7 +9,7 @@ configs/coco/dinat/oneformer_dinat_large_bs16_100ep.yaml); Swin-L = embed 192, d
 
 Prints seconds per image (wall and process CPU time: the CPU figure suffers less from other work on the machine),
 peak memory above the loaded models, the time DiNAT spends inside neighborhood attention, and the NA op alone on
-every DiNAT-L layer shape against a naive gather reference.
+every DiNAT-L layer shape against a naive gather reference (each query's K*K keys gathered, a row band at a time).
 
     python benchmarks/oneformer_backbones.py [--rounds 2] [--threads 2] [--skip-naive]
 """
@@ -178,26 +178,28 @@ def op_benchmark(skip_naive):
 
     from segkit.ops import na2d
 
-    print("\nNA op alone, every DiNAT-L layer shape (float32, head dim 32, kernel 11), best of 2, process CPU s:")
-    totals = {"segkit": 0.0, "naive": 0.0}
+    print("\nNA op alone, every DiNAT-L layer shape (float32, head dim 32, kernel 11), best of 2, wall / CPU ms:")
+    totals = {"segkit": [0.0, 0.0], "naive": [0.0, 0.0]}
     for (heads, height, width, dilation), layers in dinat_layer_shapes().items():
         q, k, v = (torch.randn(1, heads, height, width, 32) for _ in range(3))
         rpb = torch.randn(heads, 21, 21)
         line = f"  heads {heads:2d} {height:3d}x{width:3d} dilation {dilation:2d} x{layers:2d} layers:"
         ways = {"segkit": na2d} if skip_naive else {"segkit": na2d, "naive": naive_na}
         for name, way in ways.items():
-            seconds = []
+            best = (float("inf"), float("inf"))
             for _ in range(2):
-                start = time.process_time()
+                wall, cpu = time.perf_counter(), time.process_time()
                 out = way(q, k, v, rpb, 11, dilation)
-                seconds.append(time.process_time() - start)
-            totals[name] += min(seconds) * layers
-            line += f"  {name} {min(seconds) * 1000:7.1f} ms"
+                best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+            totals[name] = [total + seconds * layers for total, seconds in zip(totals[name], best)]
+            line += f"  {name} {best[0] * 1000:6.0f} / {best[1] * 1000:6.0f}"
             if name == "naive":
                 line += f" (max |diff| {float((out - na2d(q, k, v, rpb, 11, dilation)).abs().max()):.1e})"
         print(line, flush=True)
-    print(f"  all {sum(dinat_layer_shapes().values())} NA layers of one image: segkit {totals['segkit']:.2f} s"
-          + ("" if skip_naive else f", naive {totals['naive']:.2f} s ({totals['naive'] / totals['segkit']:.1f}x)"))
+    segkit_s, naive_s = totals["segkit"], totals["naive"]
+    print(f"  all {sum(dinat_layer_shapes().values())} NA layers of one image: segkit {segkit_s[0]:.2f} s wall / "
+          f"{segkit_s[1]:.2f} s CPU" + ("" if skip_naive else f", naive {naive_s[0]:.2f} s wall / {naive_s[1]:.2f} s "
+                                       f"CPU ({naive_s[0] / segkit_s[0]:.1f}x slower)"))
 
 
 def main():
