@@ -15,14 +15,14 @@ Both run in turn, round after round, so they share whatever else the machine is 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from peak_memory import PeakMemory  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tokenizer and model builders the tests use
@@ -49,34 +49,6 @@ def photos() -> list[np.ndarray]:
         folder = REPO.parent / "shared" / "images"
     images = [read_image(path) for path in sorted(folder.glob("*.jpg"))[:4]]
     return images + [np.ascontiguousarray(image[:, ::-1]) for image in images]
-
-
-class PeakMemory:
-    """Peak resident memory above the starting point, sampled every 10 ms (Linux /proc)."""
-
-    def __enter__(self):
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self):
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._rss())
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.start) / 2**20
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as stat:
-            return int(stat.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def seed_way(model, processor, images):

@@ -17,45 +17,17 @@ every DiNAT-L layer shape against a naive gather reference (each query's K*K key
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
+
+from peak_memory import PeakMemory  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_DINAT_L_DILATIONS = [[1, 20, 1], [1, 5, 1, 10], [1, 2, 1, 3, 1, 4, 1, 5, 1, 2, 1, 3, 1, 4, 1, 5, 1, 5],
                           [1, 2, 1, 2, 1]]
 INPUT_HW, PADDED_HW = (800, 1067), (800, 1088)
-
-
-class PeakMemory:
-    """Peak resident memory above the starting point, sampled every 2 ms (Linux /proc)."""
-
-    def __enter__(self):
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self):
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, self._rss())
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.start) / 2**20
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as stat:
-            return int(stat.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def dinat_l():

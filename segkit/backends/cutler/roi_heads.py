@@ -13,18 +13,27 @@ from .config import CfgNode, is_cascade
 from .layers import ConvNorm
 
 
+def _conv_stack(owner: nn.Module, prefix: str, channels: int, num_conv: int, conv_dim: int, norm: str):
+    """3x3 conv + norm + ReLU layers registered on ``owner`` as ``<prefix>1..n`` (detectron2's key names).
+
+    Returns the layers and the channel count after them.
+    """
+    convs = []
+    for k in range(num_conv):
+        conv = ConvNorm(channels, conv_dim, 3, padding=1, norm=norm, relu=True)
+        owner.add_module(f"{prefix}{k + 1}", conv)
+        convs.append(conv)
+        channels = conv_dim
+    return convs, channels
+
+
 class BoxHead(nn.Module):
     """FastRCNNConvFCHead: optional 3x3 convs, then flatten and fully connected layers, all + ReLU."""
 
     def __init__(self, channels: int, resolution: int, num_conv: int, conv_dim: int, norm: str,
                  num_fc: int, fc_dim: int):
         super().__init__()
-        self.convs = []
-        for k in range(num_conv):
-            conv = ConvNorm(channels, conv_dim, 3, padding=1, norm=norm, relu=True)
-            self.add_module(f"conv{k + 1}", conv)
-            self.convs.append(conv)
-            channels = conv_dim
+        self.convs, channels = _conv_stack(self, "conv", channels, num_conv, conv_dim, norm)
         size = channels * resolution * resolution
         self.fcs = []
         for k in range(num_fc):
@@ -60,12 +69,7 @@ class MaskHead(nn.Module):
 
     def __init__(self, channels: int, num_conv: int, conv_dim: int, norm: str, num_classes: int):
         super().__init__()
-        self.convs = []
-        for k in range(num_conv):
-            conv = ConvNorm(channels, conv_dim, 3, padding=1, norm=norm, relu=True)
-            self.add_module(f"mask_fcn{k + 1}", conv)
-            self.convs.append(conv)
-            channels = conv_dim
+        self.convs, channels = _conv_stack(self, "mask_fcn", channels, num_conv, conv_dim, norm)
         self.deconv = nn.ConvTranspose2d(channels, conv_dim, kernel_size=2, stride=2)
         self.predictor = nn.Conv2d(conv_dim, num_classes, kernel_size=1)
 
