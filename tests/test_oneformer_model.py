@@ -261,3 +261,22 @@ def test_large_photo_needs_little_more_memory_than_its_output(tmp_path):
     assert largest_output >= 3000 * 4000 * 4
     assert report["semantic"]["segments"] >= 1
     assert report["extra"] <= largest_output + 96 * 2**20, report
+
+
+def test_half_precision_keeps_task_tokens_exact(tiny_folder):
+    """Task ids (up to 49407) pass through the task MLP as values; in bfloat16 they would be rounded
+    to multiples of 256. segkit answers with the tokens computed in float32 from the exact ids."""
+    exact = oneformer.load(small_spec(), weights=tiny_folder, device=torch.device("cpu"), dtype=torch.float32)
+    half = oneformer.load(small_spec(), weights=tiny_folder, device=torch.device("cpu"), dtype=torch.bfloat16)
+    rounded_mlp = exact.model.model.task_encoder.task_mlp  # float32 weights, fed rounded ids
+    for task in TASKS:
+        ids = exact.task_inputs[task]
+        want = exact.model.model.task_encoder(ids.float())
+        got = half.model.model.task_encoder(ids.to(torch.bfloat16))  # what transformers hands it
+        assert got.dtype == torch.bfloat16
+        assert torch.equal(got, want.to(torch.bfloat16))
+        naive = rounded_mlp(ids.to(torch.bfloat16).float())
+        assert not torch.allclose(naive, want, rtol=1e-3, atol=0)  # without the fix the token moves
+    logits = half.model(pixel_values=torch.zeros(1, 3, 64, 64, dtype=torch.bfloat16),
+                        task_inputs=half.task_inputs["panoptic"]).class_queries_logits
+    assert torch.isfinite(logits.float()).all()

@@ -21,7 +21,7 @@ from ...result import Result, boxes_from_masks
 from ...weights import resolve
 from ..base import Segmenter
 from .processing import instance_inference, panoptic_inference, preprocess, semantic_inference
-from .tasks import TASKS, task_token_ids
+from .tasks import TASKS, ExactTaskTokens, task_token_ids
 from .upsample import MaskUpsampler
 
 
@@ -107,10 +107,15 @@ def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> O
     folder = _checkpoint_folder(spec, weights)
     model_config = _model_config(folder, config)
     dtype = resolve_dtype(dtype, device, half_ok=True)
-    model = _build_model(folder, model_config).to(device=device, dtype=dtype).eval()
+    model = _build_model(folder, model_config).eval()
     labels = _class_labels(spec, folder, model_config)
-    task_inputs = {task: torch.tensor([ids], dtype=torch.long, device=device)
-                   for task, ids in task_token_ids(folder, model_config.task_seq_len).items()}
+    task_ids = {task: torch.tensor([ids], dtype=torch.long)
+                for task, ids in task_token_ids(folder, model_config.task_seq_len).items()}
+    exact_tokens = ExactTaskTokens(model.model.task_encoder.task_mlp, task_ids)
+    model.to(device=device, dtype=dtype)
+    if dtype in (torch.float16, torch.bfloat16):
+        exact_tokens.install(dtype, device)
+    task_inputs = {task: ids.to(device) for task, ids in task_ids.items()}
     return OneFormerSegmenter(spec, model, device, dtype, labels=labels, task_inputs=task_inputs)
 
 

@@ -59,3 +59,35 @@ def task_token_ids(folder: Path | None, seq_len: int) -> dict[str, list[int]]:
                 "use the checkpoint's own config.json")
         padded[task] = ids + [0] * (seq_len - len(ids))
     return padded
+
+
+class ExactTaskTokens:
+    """Keeps OneFormer's task token exact when the model runs in float16 or bfloat16.
+
+    transformers feeds the task ids to the task MLP as *values*, cast to the model's dtype first:
+    ids near 49406 become multiples of 32 in float16 (of 256 in bfloat16), so every task token
+    would come from different numbers than in float32. Built while the model is still float32,
+    this computes the tokens from the exact ids; once installed, the MLP answers its (rounded)
+    inputs with them.
+    """
+
+    def __init__(self, task_mlp, task_ids: dict):
+        import torch
+
+        self.task_mlp = task_mlp
+        with torch.no_grad():
+            self.exact = [(ids, task_mlp(ids.float())) for ids in task_ids.values()]
+        self._forward = task_mlp.forward
+        self.table = []
+
+    def install(self, dtype, device) -> None:
+        """Call after the model moved to ``dtype`` and ``device``."""
+        self.table = [(ids.to(device=device, dtype=dtype), token.to(device=device, dtype=dtype))
+                      for ids, token in self.exact]
+        self.task_mlp.forward = self.forward
+
+    def forward(self, inputs):
+        for rounded, token in self.table:
+            if rounded.shape == inputs.shape and bool((rounded == inputs).all()):
+                return token
+        return self._forward(inputs)
