@@ -111,9 +111,10 @@ def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> O
     labels = _class_labels(spec, folder, model_config)
     task_ids = {task: torch.tensor([ids], dtype=torch.long)
                 for task, ids in task_token_ids(folder, model_config.task_seq_len).items()}
-    exact_tokens = ExactTaskTokens(model.model.task_encoder.task_mlp, task_ids)
+    half = dtype in (torch.float16, torch.bfloat16)
+    exact_tokens = ExactTaskTokens(model.model.task_encoder.task_mlp, task_ids) if half else None
     model.to(device=device, dtype=dtype)
-    if dtype in (torch.float16, torch.bfloat16):
+    if exact_tokens is not None:
         exact_tokens.install(dtype, device)
     task_inputs = {task: ids.to(device) for task, ids in task_ids.items()}
     return OneFormerSegmenter(spec, model, device, dtype, labels=labels, task_inputs=task_inputs)
