@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
 
 from ._version import __version__
-from .errors import SegkitError
+from .errors import ConfigError, SegkitError
 
 DATASETS = ("coco", "ade20k", "cityscapes")
 BACKBONES = ("dinat-l", "swin-l")
@@ -76,6 +77,9 @@ def run_images(model_name: str, predict_options: dict, *, images, weights, devic
         from .weights import set_offline
 
         set_offline()
+    if quiet or not sys.stderr.isatty():
+        # Download and weight-loading bars of huggingface_hub/transformers (read at their import).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from .files import OutputWriter, check_writable, collect_inputs
 
     save_set = _save_set(save)
@@ -137,6 +141,8 @@ def _process(segmenter, paths, predict_options, writer, batch_size, max_pixels, 
     def failed(path, exc):
         if debug:
             raise exc
+        if isinstance(exc, ConfigError):  # a bad option, not a bad image: every image would fail alike
+            _fail(str(exc), 2)
         message = _describe(path, exc)
         failures.append(message)
         tqdm.write(f"error: {message}", file=sys.stderr)
@@ -196,6 +202,12 @@ def main():
       segkit panoptic examples/ -o out/
       segkit cutler photo.jpg --threshold 0.5
     """
+    warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings reach CLI users as one line, like errors, without the source line."""
+    click.echo(f"warning: {message}", err=True)
 
 
 @main.command()

@@ -57,3 +57,16 @@ def test_semantic_and_instance_cli(tmp_path, tiny_ade, shared_dir):
     scores = [s["score"] for s in record["segments"]]
     assert len(masks) >= 1 and scores == sorted(scores, reverse=True)
     assert all(ADE.isthing[s["category_id"]] for s in record["segments"])
+
+
+def test_label_mismatch_is_one_warning_line_and_label_set_filters(tmp_path, fixtures_dir, shared_dir):
+    """The tiny DiNAT fixture model has 6 classes, not COCO's 133: one 'warning:' line, no source dump."""
+    photo = shared_dir / "images" / "cat.jpg"
+    run = CliRunner().invoke(main, ["semantic", str(photo), str(shared_dir / "images" / "coffee.jpg"), "--weights", str(fixtures_dir / "dinat" / "oneformer"),
+                                    "-o", str(tmp_path), "--label-set", "nonexistent-class"])
+    warnings = [ln for ln in run.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "6 classes" in warnings[0]
+    assert "UserWarning" not in run.stderr and "return backend.load" not in run.stderr
+    assert run.exit_code == 2  # a usage error, reported once rather than per image
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "nonexistent-class" in errors[0]
