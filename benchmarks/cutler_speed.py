@@ -3,8 +3,8 @@
 Random weights (the official checkpoint is not needed to time it), a 640x480 photo at the
 default test size (shortest side 800, longest <= 1333, so an 800x1067 input), 2 threads. Each
 variant runs in its own process, so its peak resident memory (VmHWM) is its own. Where
-detectron2 is importable, detectron2's model runs on the same weights and input, and the ratio is
-printed.
+detectron2 is importable, detectron2's model runs on the same weights and input, the ratio is
+printed, and each segkit variant's detections are compared with detectron2's.
 
     python benchmarks/cutler_speed.py [--image examples/coffee.jpg] [--runs 5] [--threads 2]
 """
@@ -44,15 +44,15 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def time_runs(run, runs: int) -> tuple[list[float], list[dict], int]:
+def time_runs(run, runs: int) -> tuple[list[float], list[dict], tuple]:
     run()  # warm-up: first-call allocations and kernel selection
     seconds, stages = [], []
     for _ in range(runs):
         start = time.perf_counter()
-        stage_times, count = run()
+        stage_times, found = run()
         seconds.append(time.perf_counter() - start)
         stages.append(stage_times)
-    return seconds, stages, count
+    return seconds, stages, found
 
 
 def segkit_runner(weights: Path, rgb, threshold: float, fold: bool):
@@ -66,7 +66,7 @@ def segkit_runner(weights: Path, rgb, threshold: float, fold: bool):
     def run():
         with torch.inference_mode():
             found = model(rgb, score_thresh=threshold, max_detections=cfg.TEST.DETECTIONS_PER_IMAGE)
-        return found.timings, len(found.scores)
+        return found.timings, (found.boxes, found.scores, found.masks)
 
     return run
 
@@ -95,7 +95,8 @@ def detectron2_runner(weights: Path, rgb, threshold: float):
             image = resize.get_transform(rgb).apply_image(rgb)
             tensor = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
             outputs = model([{"image": tensor, "height": height, "width": width}])
-        return {}, len(outputs[0]["instances"])
+        found = outputs[0]["instances"]
+        return {}, (found.pred_boxes.tensor, found.scores, found.pred_masks)
 
     return run
 
@@ -109,10 +110,11 @@ def child(args) -> None:
         run = detectron2_runner(args.weights, rgb, args.threshold)
     else:
         run = segkit_runner(args.weights, rgb, args.threshold, fold=args.variant == "segkit")
-    seconds, stages, count = time_runs(run, args.runs)
+    seconds, stages, (boxes, scores, masks) = time_runs(run, args.runs)
     stage_medians = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
-    print(json.dumps({"seconds": seconds, "stages": stage_medians, "detections": count,
-                      "peak_rss_mb": peak_rss_mb()}))
+    print(json.dumps({"seconds": seconds, "stages": stage_medians, "detections": len(scores),
+                      "peak_rss_mb": peak_rss_mb(), "boxes": boxes.tolist(), "scores": scores.tolist(),
+                      "mask_pixels": masks.flatten(1).sum(1).tolist()}))
 
 
 def random_weights(path: Path, seed: int) -> None:
@@ -172,6 +174,20 @@ def main() -> None:
         for variant in (v for v in results if v != "detectron2"):
             ratio = statistics.median(results[variant]["seconds"]) / statistics.median(results["detectron2"]["seconds"])
             print(f"{variant} / detectron2 time: {ratio:.2f}x")
+            print(f"{'':16s} {agreement(results[variant], results['detectron2'])}")
+
+
+def agreement(ours: dict, theirs: dict) -> str:
+    """How far one variant's detections are from detectron2's, both in score order."""
+    if ours["detections"] != theirs["detections"]:
+        return f"detections differ in number: {ours['detections']} vs detectron2's {theirs['detections']}"
+    if not ours["detections"]:
+        return "agreement: no detections in either"
+    box = max(abs(a - b) for p, q in zip(ours["boxes"], theirs["boxes"]) for a, b in zip(p, q))
+    score = max(abs(a - b) for a, b in zip(ours["scores"], theirs["scores"]))
+    pixels = max(abs(a - b) for a, b in zip(ours["mask_pixels"], theirs["mask_pixels"]))
+    return (f"agreement with detectron2: {ours['detections']} detections each; max |box diff| {box:.2g} px, "
+            f"max |score diff| {score:.2g}, max |mask area diff| {pixels} px")
 
 
 def report(variant: str, result: dict) -> None:

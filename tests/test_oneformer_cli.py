@@ -62,8 +62,10 @@ def test_semantic_and_instance_cli(tmp_path, tiny_ade, shared_dir):
 def test_label_mismatch_is_one_warning_line_and_label_set_filters(tmp_path, fixtures_dir, shared_dir):
     """The tiny DiNAT fixture model has 6 classes, not COCO's 133: one 'warning:' line, no source dump."""
     photo = shared_dir / "images" / "cat.jpg"
-    run = CliRunner().invoke(main, ["semantic", str(photo), str(shared_dir / "images" / "coffee.jpg"), "--weights", str(fixtures_dir / "dinat" / "oneformer"),
-                                    "-o", str(tmp_path), "--label-set", "nonexistent-class"])
+    second = shared_dir / "images" / "coffee.jpg"
+    run = CliRunner().invoke(main, ["semantic", str(photo), str(second), "-o", str(tmp_path),
+                                    "--weights", str(fixtures_dir / "dinat" / "oneformer"),
+                                    "--label-set", "nonexistent-class"])
     warnings = [ln for ln in run.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "6 classes" in warnings[0]
     assert "UserWarning" not in run.stderr and "return backend.load" not in run.stderr
