@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from ._version import __version__
-from .errors import ConfigError, SegkitError
+from .errors import ConfigError, DeviceError, SegkitError
 
 DATASETS = ("coco", "ade20k", "cityscapes")
 BACKBONES = ("dinat-l", "swin-l")
@@ -34,7 +34,8 @@ def image_command(func):
     """Options shared by every command that segments images."""
     options = [
         click.argument("images", nargs=-1, required=True),
-        click.option("--model", help="Model name from 'segkit models' (default: the command's default model)."),
+        click.option("--model", help="Model name from 'segkit models' (default: the command's default model; "
+                     "overrides --dataset/--backbone)."),
         click.option("--weights", type=click.Path(), help="Local weights file or folder to use instead of the declared ones."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
@@ -47,7 +48,7 @@ def image_command(func):
         click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity."),
         click.option("--recursive", is_flag=True, help="Descend into sub-folders of folder inputs."),
         click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
-                     help="Images per forward pass."),
+                     help="Images per forward pass (CLIPSeg batches images; the others run one at a time)."),
         click.option("--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels than this "
                      "(default: Pillow's decompression-bomb limit)."),
         click.option("--offline", is_flag=True, help="Never touch the network; use cached weights only."),
@@ -70,9 +71,13 @@ def _save_set(values) -> tuple[str, ...]:
     return tuple(chosen) if chosen else DEFAULT_SAVE
 
 
-def run_images(model_name: str, predict_options: dict, *, images, weights, device, dtype, output, save, alpha,
-               recursive, batch_size, max_pixels, offline, quiet, debug, config=None):
-    """Segment every input, write its outputs, report failures; exit 1 if any image failed."""
+def run_images(backend: str, model_name: str | None, predict_options: dict, *, images, weights, device, dtype,
+               output, save, alpha, recursive, batch_size, max_pixels, offline, quiet, debug, config=None,
+               record_options: dict | None = None):
+    """Segment every input, write its outputs, report failures; exit 1 if any image failed.
+
+    ``record_options`` is what S.json records as the options (default: ``predict_options``).
+    """
     if offline:
         from .weights import set_offline
 
@@ -83,7 +88,8 @@ def run_images(model_name: str, predict_options: dict, *, images, weights, devic
     from .files import OutputWriter, check_writable, collect_inputs
 
     save_set = _save_set(save)
-    inputs = collect_inputs(images, recursive=recursive)
+    model_name = _model_for(backend, model_name)
+    inputs = collect_inputs(images, recursive=recursive, exclude=Path(output))
     if not inputs.paths and not inputs.missing:
         raise click.UsageError("no images found in the given paths")
     out_dir = Path(output)
@@ -99,11 +105,29 @@ def run_images(model_name: str, predict_options: dict, *, images, weights, devic
     if inputs.paths:
         segmenter = _load(model_name, weights=weights, config=config, device=device, dtype=dtype, debug=debug)
         writer = OutputWriter(out_dir, save=save_set, alpha=alpha, inputs=inputs.paths)
-        failures += _process(segmenter, inputs.paths, predict_options, writer, batch_size, max_pixels, quiet, debug)
+        failures += _process(segmenter, inputs.paths, predict_options, record_options or predict_options, writer,
+                             batch_size, max_pixels, quiet, debug)
     total = len(inputs.paths) + len(inputs.missing)
     if not quiet:
         click.echo(f"{total} images, {len(failures)} failed, {time.perf_counter() - start:.1f} s")
     sys.exit(1 if failures else 0)
+
+
+def _model_for(backend: str, model_name: str | None) -> str:
+    """The --model name checked against the command (usage error, exit 2, when it does not fit)."""
+    from .registry import get_spec
+
+    if model_name is None:
+        return backend
+    try:
+        spec = get_spec(model_name)
+    except KeyError as exc:
+        raise click.BadParameter(exc.args[0], param_hint="--model") from None
+    if spec.backend != backend:
+        raise click.BadParameter(f"{model_name} is a {spec.backend} model; run it with 'segkit "
+                                 f"{spec.backend if spec.backend != 'oneformer' else 'semantic'}'",
+                                 param_hint="--model")
+    return model_name
 
 
 def _load(model_name, *, debug, **kwargs):
@@ -111,10 +135,14 @@ def _load(model_name, *, debug, **kwargs):
 
     try:
         return segkit.load(model_name, **kwargs)
-    except (SegkitError, KeyError) as exc:
+    except (ConfigError, DeviceError) as exc:  # the options asked for something impossible
         if debug:
             raise
-        _fail(exc.args[0] if isinstance(exc, KeyError) else str(exc))
+        _fail(str(exc), 2)
+    except SegkitError as exc:
+        if debug:
+            raise
+        _fail(str(exc))
     except Exception as exc:
         if debug:
             raise
@@ -130,7 +158,8 @@ def _describe(path, exc) -> str:
     return f"{path}: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
 
 
-def _process(segmenter, paths, predict_options, writer, batch_size, max_pixels, quiet, debug) -> list[str]:
+def _process(segmenter, paths, predict_options, record_options, writer, batch_size, max_pixels, quiet,
+             debug) -> list[str]:
     """Run the model over ``paths`` in batches; returns the failure messages."""
     from tqdm import tqdm
 
@@ -164,7 +193,7 @@ def _process(segmenter, paths, predict_options, writer, batch_size, max_pixels, 
                     bar.update(1)
             for path, image, result in _predict(segmenter, batch, predict_options, failed):
                 try:
-                    writer.write(path, image, result, predict_options)
+                    writer.write(path, image, result, record_options)
                 except Exception as exc:
                     failed(path, exc)
                 bar.update(1)
@@ -172,7 +201,14 @@ def _process(segmenter, paths, predict_options, writer, batch_size, max_pixels, 
 
 
 def _predict(segmenter, batch, options, failed):
-    """Yield (path, image, result); a failing batch is retried image by image."""
+    """Yield (path, image, result). Backends that batch get the whole batch, retried image by image
+    if it fails; the others run image by image from the start, so no image is computed twice."""
+    from .backends.base import Segmenter
+
+    if len(batch) > 1 and type(segmenter).predict_batch is Segmenter.predict_batch:
+        for item in batch:
+            yield from _predict(segmenter, [item], options, failed)
+        return
     if not batch:
         return
     try:
@@ -182,9 +218,8 @@ def _predict(segmenter, batch, options, failed):
             for path, _, _ in batch:
                 failed(path, exc)
             return
-        results = []
-        for path, image, read_s in batch:
-            yield from _predict(segmenter, [(path, image, read_s)], options, failed)
+        for item in batch:
+            yield from _predict(segmenter, [item], options, failed)
         return
     for (path, image, read_s), result in zip(batch, results):
         result.meta.setdefault("timings", {})["read_s"] = read_s
@@ -221,13 +256,21 @@ def clipseg(prompts, prompt_images, threshold, combine, model, **common):
     """Zero-shot segmentation of IMAGES by text (and image) prompts with CLIPSeg."""
     if not prompts and not prompt_images:
         raise click.UsageError("give at least one --prompt or --prompt-image")
-    for path in prompt_images:
-        if not os.path.isfile(path):
-            raise click.BadParameter(f"{path}: no such file", param_hint="--prompt-image")
-    options = {"prompts": list(prompts), "prompt_images": list(prompt_images), "combine": combine}
+    from .backends.clipseg import label_prompt_images
+    from .imageio import read_image
+
+    labelled = label_prompt_images(prompt_images)
+    visual = {}
+    for label, path in labelled.items():  # decoded once for the whole run
+        try:
+            visual[label] = read_image(path)
+        except SegkitError as exc:
+            raise click.BadParameter(str(exc), param_hint="--prompt-image") from None
+    options = {"prompts": list(prompts), "prompt_images": visual, "combine": combine}
     if threshold is not None:
         options["threshold"] = threshold
-    run_images(model or "clipseg", options, **common)
+    record = {**options, "prompt_images": {label: str(path) for label, path in labelled.items()}}
+    run_images("clipseg", model, options, record_options=record, **common)
 
 
 @main.command()
@@ -242,7 +285,7 @@ def cutler(config, threshold, max_detections, model, **common):
         options["threshold"] = threshold
     if max_detections is not None:
         options["max_detections"] = max_detections
-    run_images(model or "cutler", options, config=config, **common)
+    run_images("cutler", model, options, config=config, **common)
 
 
 def _oneformer_command(task: str):
@@ -252,7 +295,7 @@ def _oneformer_command(task: str):
             options["threshold"] = threshold
         if label_set:
             options["label_set"] = _split_csv(label_set)
-        run_images(model or f"oneformer-{dataset}-{backbone}", options, **common)
+        run_images("oneformer", model or f"oneformer-{dataset}-{backbone}", options, **common)
 
     command.__name__ = task
     command.__doc__ = {

@@ -36,18 +36,20 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def collect_inputs(args, recursive: bool = False) -> Inputs:
+def collect_inputs(args, recursive: bool = False, exclude: Path | None = None) -> Inputs:
     """Expand files, folders (images inside; all levels with ``recursive``) and glob patterns.
 
     A file named explicitly is kept whatever its suffix (it may still be an image); folders and
-    globs contribute only files with image suffixes. Order is argument order, then sorted.
+    globs contribute only files with image suffixes, and nothing inside ``exclude`` (the output
+    folder, so a rerun does not segment its own outputs). Order is argument order, then sorted.
     """
     found = Inputs()
     seen = set()
+    skip = os.path.abspath(exclude) + os.sep if exclude is not None else None
 
-    def add(path: Path):
+    def add(path: Path, named: bool = False):
         key = os.path.abspath(path)
-        if key not in seen:
+        if key not in seen and (named or skip is None or not key.startswith(skip)):
             seen.add(key)
             found.paths.append(path)
 
@@ -59,7 +61,7 @@ def collect_inputs(args, recursive: bool = False) -> Inputs:
                 if child.is_file() and _is_image(child):
                     add(child)
         elif path.is_file():
-            add(path)
+            add(path, named=True)
         elif glob.has_magic(str(arg)):
             matches = sorted(Path(m) for m in glob.glob(str(arg), recursive=recursive))
             files = [m for m in matches if m.is_file() and _is_image(m)]
@@ -97,17 +99,18 @@ class OutputWriter:
         self.save = set(save) | {"overlay"}
         self.alpha = alpha
         self._stems: set[str] = set()
-        self._protected = {os.path.abspath(p) for p in inputs}
+        self._protected = {os.path.abspath(p).casefold() for p in inputs}
 
     def _unique_stem(self, stem: str) -> str:
+        """``stem``, or ``stem-N`` if taken; compared case-insensitively (macOS and Windows file systems)."""
         candidate, k = stem, 1
-        while candidate in self._stems or self._would_hit_input(candidate):
+        while candidate.casefold() in self._stems or self._would_hit_input(candidate):
             candidate, k = f"{stem}-{k}", k + 1
-        self._stems.add(candidate)
+        self._stems.add(candidate.casefold())
         return candidate
 
     def _would_hit_input(self, stem: str) -> bool:
-        prefix = os.path.abspath(self.folder / stem)
+        prefix = os.path.abspath(self.folder / stem).casefold()
         return any(p == prefix + ".json" or p.startswith(prefix + "_") for p in self._protected)
 
     def write(self, image_path: Path, image: np.ndarray, result: Result, options: dict) -> list[Path]:
@@ -122,7 +125,7 @@ class OutputWriter:
 
         def put(name: str, save_fn):
             path = self.folder / name
-            if os.path.abspath(path) in self._protected:  # never replace an input
+            if os.path.abspath(path).casefold() in self._protected:  # never replace an input
                 raise SegkitError(f"{path}: refusing to overwrite an input file; choose another -o")
             save_fn(path)
             written.append(path)
@@ -140,9 +143,9 @@ class OutputWriter:
             used = set()
             for i, label in enumerate(result.labels):
                 name = slug(label)
-                while name in used:
+                while name.casefold() in used:
                     name = f"{name}-{i}"
-                used.add(name)
+                used.add(name.casefold())
                 heat = Image.fromarray(render.heatmap_gray(result.heatmaps[i]))
                 put(f"{stem}_{name}_heat.png", heat.save)
                 heat_files[i] = written[-1].name

@@ -72,6 +72,23 @@ def test_batch_goes_on_past_bad_files(tmp_path, fake_load):
         assert record["segments"][0]["bbox"] == [0, 0, 10, 10]
         assert {"total_s", "read_s"} <= set(record["timings"])
     assert all(opts == {"threshold": 0.5} for _, opts in fake_load.calls)
+    assert len(fake_load.calls) == 3  # a, big, b: each computed once, none again after big failed
+
+
+def test_model_must_fit_the_command(tmp_path, fake_load):
+    image = _img(tmp_path / "a.png")
+    for model, hint in (("clipseg-rd64", "segkit clipseg"), ("no-such-model", "unknown model")):
+        result = CliRunner().invoke(main, ["cutler", str(image), "--model", model, "-o", str(tmp_path / "o")])
+        assert result.exit_code == 2 and hint in result.output
+    assert not fake_load.calls
+
+
+def test_rerun_into_output_folder_skips_its_outputs(tmp_path, fake_load):
+    _img(tmp_path / "a.png")
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["cutler", str(tmp_path), "--recursive", "-o", str(tmp_path / "out")])
+        assert result.exit_code == 0, result.output
+    assert len(fake_load.calls) == 2  # a.png twice; never a_overlay.png
 
 
 def test_all_good_exit_0_and_folder_input(tmp_path, fake_load):

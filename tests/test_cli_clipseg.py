@@ -89,3 +89,13 @@ def test_console_script_subprocess(tmp_path, tiny_clipseg, photos):
     assert f"error: {broken}:" in proc.stderr and "Traceback" not in proc.stderr
     assert "2 images, 1 failed" in proc.stdout
     assert (tmp_path / "out" / "rocket_overlay.png").is_file()
+
+
+def test_bad_prompt_image_is_one_usage_error(tmp_path, tiny_clipseg, photos):
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("not an image")
+    result = CliRunner().invoke(main, ["clipseg", str(photos / "cat.jpg"), str(photos / "coffee.jpg"),
+                                       "--prompt-image", str(bogus), "--weights", str(tiny_clipseg),
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.count(str(bogus)) == 1
+    assert not (tmp_path / "out").exists()

@@ -131,6 +131,8 @@ def test_combine_label_map(tiny):
         assert result.label_map.dtype == np.int32
         assert set(np.unique(result.label_map)) <= set(range(len(PROMPTS) + 1))
         np.testing.assert_array_equal(result.label_map > 0, result.masks.any(axis=0))
+        for i, mask in enumerate(result.masks):  # the masks are the partition, drawn as one map
+            np.testing.assert_array_equal(mask, result.label_map == i + 1)
 
 
 def test_predict_batch_equals_predict(tiny, monkeypatch):

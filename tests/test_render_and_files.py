@@ -101,9 +101,11 @@ def test_writer_outputs(tmp_path):
     assert record["kind"] == "prompted" and record["width"] == 30 and record["height"] == 20
     assert [s["label"] for s in record["segments"]] == ["cat", "../../evil"]
     assert record["segments"][0]["heatmap_file"] == "pic_cat_heat.png"
-    # Same stem again (another folder): new names, nothing overwritten.
+    # Same stem again (another folder, other case): new names, nothing overwritten on any file system.
     second = writer.write(tmp_path / "b" / "pic.png", _image(), res, {})
     assert second[0].name == "pic-1_overlay.png"
+    third = writer.write(tmp_path / "c" / "PIC.png", _image(), res, {})
+    assert third[0].name == "PIC-2_overlay.png"
 
 
 def test_writer_never_overwrites_inputs(tmp_path):
@@ -133,6 +135,10 @@ def test_collect_inputs(tmp_path):
     assert sorted(p.name for p in found.paths) == ["a.jpg", "b.PNG", "c.webp"]
     found = collect_inputs([str(tmp_path / "*.jpg"), str(tmp_path / "a.jpg"), str(tmp_path / "nope.jpg")])
     assert [p.name for p in found.paths] == ["a.jpg"] and len(found.missing) == 1
+    found = collect_inputs([str(tmp_path)], recursive=True, exclude=tmp_path / "sub")
+    assert sorted(p.name for p in found.paths) == ["a.jpg", "b.PNG"]
+    found = collect_inputs([str(tmp_path / "sub" / "c.webp")], exclude=tmp_path / "sub")
+    assert [p.name for p in found.paths] == ["c.webp"]  # a file named explicitly is always kept
 
 
 def test_check_writable(tmp_path):

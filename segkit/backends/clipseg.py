@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,8 @@ class CLIPSegSegmenter(Segmenter):
 
         heatmaps = sigmoid(logits) resized bilinearly to each image; masks = heatmaps >= threshold;
         scores = each heatmap's maximum. With ``combine``, label_map gives each pixel 1 + the index of
-        the prompt with the highest heatmap there, or 0 where no heatmap reaches the threshold.
+        the prompt with the highest heatmap there, or 0 where no heatmap reaches the threshold, and
+        the masks are that partition (mask i = label_map == i + 1), so they never overlap.
         """
         import torch
 
@@ -121,28 +123,33 @@ class CLIPSegSegmenter(Segmenter):
 
     @staticmethod
     def _result(heatmaps: np.ndarray, labels: list[str], threshold: float, combine: bool) -> Result:
-        masks = heatmaps >= threshold
         label_map = None
         if combine:
             best = heatmaps.argmax(axis=0)
             label_map = np.where(heatmaps.max(axis=0) >= threshold, best + 1, 0).astype(np.int32)
+            masks = label_map[None] == np.arange(1, len(labels) + 1)[:, None, None]
+        else:
+            masks = heatmaps >= threshold
         return Result(kind="prompted", masks=masks, labels=labels,
                       scores=heatmaps.reshape(len(labels), -1).max(axis=1), boxes=boxes_from_masks(masks),
                       label_map=label_map, heatmaps=heatmaps, class_names=list(labels),
                       class_ids=np.arange(len(labels)))
 
     def _prompts(self, prompts, prompt_images):
-        """Labels, text prompts and image prompts (as RGB arrays); image prompts are labelled by file stem."""
+        """Labels, text prompts and image prompts (as RGB arrays).
+
+        Image prompts given as paths are labelled by file stem, other images ``image-N``; a mapping
+        {label: image} names them itself (the CLI passes images it decoded once, by stem).
+        """
         if isinstance(prompts, str):
             prompts = [prompts]
         if isinstance(prompt_images, (str, os.PathLike, np.ndarray)):
             prompt_images = [prompt_images]
+        if not isinstance(prompt_images, Mapping):
+            prompt_images = label_prompt_images(prompt_images)
         texts = [str(p) for p in prompts]
-        labels = list(texts)
-        arrays = []
-        for number, image in enumerate(prompt_images, start=1):
-            labels.append(Path(image).stem if isinstance(image, (str, os.PathLike)) else f"image-{number}")
-            arrays.append(as_rgb_array(image))
+        labels = texts + [str(label) for label in prompt_images]
+        arrays = [as_rgb_array(image) for image in prompt_images.values()]
         if not labels:
             raise SegkitError("CLIPSeg needs at least one prompt: give --prompt TEXT or --prompt-image PATH")
         return labels, texts, arrays
@@ -255,6 +262,18 @@ class CLIPSegSegmenter(Segmenter):
             chunks.append(decoder.transposed_convolution(output)[:, 0])
         logits = torch.cat(chunks)
         return logits.view(images, prompts, *logits.shape[1:])
+
+
+def label_prompt_images(images) -> dict:
+    """{label: image} for image prompts: a path's stem (made unique), else ``image-N``."""
+    labelled = {}
+    for number, image in enumerate(images, start=1):
+        label = Path(image).stem if isinstance(image, (str, os.PathLike)) else f"image-{number}"
+        unique, k = label, 2
+        while unique in labelled:
+            unique, k = f"{label}-{k}", k + 1
+        labelled[unique] = image
+    return labelled
 
 
 def _encoder_layer(layer, hidden):
