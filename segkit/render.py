@@ -25,12 +25,22 @@ def distinct_colors(n: int, offset: int = 0) -> np.ndarray:
     return colors
 
 
+def class_palette(result: Result) -> np.ndarray | None:
+    """Colours by class index: the dataset's own palette, or distinct colours for a semantic result
+    of a model without one (so the overlay and S_labels.png agree); None where classes have none."""
+    if result.palette is not None:
+        return np.asarray(result.palette, dtype=np.uint8)
+    if result.kind == "semantic":
+        return distinct_colors(max(len(result.class_names), int(result.class_ids.max(initial=-1)) + 1))
+    return None
+
+
 def segment_colors(result: Result) -> np.ndarray:
-    """One RGB colour per segment: the dataset palette by class where the model has one and
-    segments are classes (semantic) or stuff; one colour per instance otherwise."""
+    """One RGB colour per segment: by class where classes have colours (semantic segments and
+    stuff), shifted per instance for things; one distinct colour per segment otherwise."""
     n = len(result)
     colors = distinct_colors(n)
-    palette = result.palette
+    palette = class_palette(result)
     if palette is None or n == 0:
         return colors
     for i, cid in enumerate(result.class_ids):
@@ -139,14 +149,6 @@ def heatmap_gray(heatmap: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(heatmap, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
 
 
-def heatmap_color(heatmap: np.ndarray, cmap: str = "viridis") -> np.ndarray:
-    """A [0, 1] heatmap through a matplotlib colormap, as uint8 RGB."""
-    from matplotlib import colormaps
-
-    rgba = colormaps[cmap](np.clip(heatmap, 0, 1))
-    return (rgba[..., :3] * 255 + 0.5).astype(np.uint8)
-
-
 def grid_figure(image: np.ndarray, result: Result, cmap: str = "viridis"):
     """A matplotlib figure like CLIPSeg's sample program: the image, then one heatmap per prompt
     titled with the prompt. Returns the figure (the caller saves and closes it)."""
@@ -181,8 +183,8 @@ def label_image(result: Result):
             return None
         lm = np.ascontiguousarray(result.label_map.astype(np.uint8))
         img = Image.frombytes("P", (lm.shape[1], lm.shape[0]), lm.tobytes())
-        if result.kind == "semantic" and result.palette is not None:
-            colors = np.asarray(result.palette, dtype=np.uint8)
+        if result.kind == "semantic":
+            colors = class_palette(result)
         else:  # prompted: 0 is background, i + 1 is prompt i
             colors = np.vstack([np.zeros((1, 3), np.uint8), segment_colors(result)])
         flat = np.zeros((256, 3), np.uint8)

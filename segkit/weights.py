@@ -53,8 +53,6 @@ def local_weights(path) -> Path:
 
 def hub_folder(spec: ModelSpec) -> Path:
     """A local snapshot of the spec's hub repo, from the cache or freshly downloaded."""
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(NETWORK_TIMEOUT_S))
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(NETWORK_TIMEOUT_S))
     from huggingface_hub import snapshot_download
 
     repo, revision = spec.weights["hub"], spec.weights.get("revision", "main")

@@ -77,10 +77,20 @@ def test_label_images():
     assert ids[8, 9] == 300
 
 
-def test_heatmap_gray_and_color():
+def test_heatmap_gray():
     heat = np.array([[0.0, 0.5, 1.0]], np.float32)
     assert render.heatmap_gray(heat).tolist() == [[0, 128, 255]]
-    assert render.heatmap_color(heat).shape == (1, 3, 3)
+
+
+def test_semantic_without_palette_colours_by_class_everywhere():
+    label_map = np.array([[2, 2, 5], [5, 5, 2]], np.int32)
+    masks = np.stack([label_map == 2, label_map == 5])
+    sem = Result("semantic", masks, ["c2", "c5"], [1, 1], boxes_from_masks(masks), label_map=label_map,
+                 class_ids=[2, 5], class_names=[f"c{i}" for i in range(6)])
+    labels = render.label_image(sem)
+    flat = np.asarray(labels.getpalette(), np.uint8).reshape(-1, 3)
+    assert (flat[[2, 5]] == render.segment_colors(sem)).all()  # S_labels.png and overlay agree
+    assert not (flat[2] == flat[5]).all()
 
 
 def test_writer_outputs(tmp_path):
