@@ -16,8 +16,16 @@ SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared"))
 def shared_dir() -> Path:
     """The ../shared folder of fixtures and photos; tests skip when it is absent."""
     if not SHARED.is_dir():
+        if os.environ.get("CI"):  # CI always has the fixtures: a missing folder must not pass silently
+            pytest.fail(f"shared fixtures not found at {SHARED} (set SEGKIT_SHARED)")
         pytest.skip(f"shared fixtures not found at {SHARED} (set SEGKIT_SHARED)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    """The photos shipped in examples/ (the same as ../shared/images), so photo tests never skip."""
+    return REPO / "examples"
 
 
 @pytest.fixture(scope="session")

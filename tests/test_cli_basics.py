@@ -55,9 +55,9 @@ def test_unwritable_output_reported_before_loading(tmp_path):
     assert "not writable" in result.output and "Traceback" not in result.output
 
 
-def test_offline_missing_weights_fails_fast_with_fixes(tmp_path, shared_dir):
+def test_offline_missing_weights_fails_fast_with_fixes(tmp_path, examples_dir):
     env = {"HF_HOME": str(tmp_path / "hf"), "SEGKIT_CACHE": str(tmp_path / "cache")}
-    image = shared_dir / "images" / "cat.jpg"
+    image = examples_dir / "cat.jpg"
     for args in (["clipseg", str(image), "-p", "cat", "--offline"],
                  ["cutler", str(image), "--offline"]):
         start = time.perf_counter()

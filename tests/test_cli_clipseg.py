@@ -24,8 +24,8 @@ def tiny_clipseg(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def photos(shared_dir):
-    return shared_dir / "images"
+def photos(examples_dir):
+    return examples_dir
 
 
 def test_cli_outputs_match_api(tmp_path, tiny_clipseg, photos):

@@ -66,9 +66,9 @@ def test_logits_match_transformers_per_image_and_prompt(tiny, prompts):
         torch.testing.assert_close(seg.logits(image, prompts), expected, atol=1e-4, rtol=0)
 
 
-def test_real_photo_parity(tiny, shared_dir):
+def test_real_photo_parity(tiny, examples_dir):
     seg, model, processor = tiny
-    image = np.asarray(Image.open(shared_dir / "images" / "cat.jpg").convert("RGB"))
+    image = np.asarray(Image.open(examples_dir / "cat.jpg").convert("RGB"))
     torch.testing.assert_close(seg.logits(image, PROMPTS), reference_logits(model, processor, image, PROMPTS),
                                atol=1e-4, rtol=0)
 

@@ -42,14 +42,18 @@ def test_16bit_is_scaled_not_clipped(tmp_path):
 
 
 def test_exif_orientation_applied(tmp_path):
-    img = Image.new("RGB", (6, 2), (0, 0, 0))
-    img.putpixel((0, 0), (255, 0, 0))
+    # Stored 60 wide x 20 high with a red block at the stored top-left; orientation 6 means
+    # "rotate 90 degrees clockwise to display", which puts the block at the displayed top-right.
+    stored = np.zeros((20, 60, 3), np.uint8)
+    stored[:10, :20] = (255, 0, 0)
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 CW on display
+    exif[0x0112] = 6
     path = tmp_path / "rot.jpg"
-    img.save(path, exif=exif, quality=100)
+    Image.fromarray(stored).save(path, exif=exif, quality=100)
     out = read_image(path)
-    assert out.shape[:2] == (6, 2)
+    assert out.shape == (60, 20, 3)
+    assert out[:20, 10:, 0].mean() > 200 and out[:20, 10:, 1].mean() < 50  # top-right: red
+    assert out[:20, :10, 0].mean() < 50 and out[40:, :, 0].mean() < 50  # elsewhere: black
 
 
 def test_gif_first_frame(tmp_path):
@@ -69,8 +73,8 @@ def test_bad_files(tmp_path, content, reason):
     assert "\n" not in str(err.value)
 
 
-def test_truncated_file(tmp_path, shared_dir):
-    data = (shared_dir / "images" / "cat.jpg").read_bytes()
+def test_truncated_file(tmp_path, examples_dir):
+    data = (examples_dir / "cat.jpg").read_bytes()
     path = tmp_path / "cut.jpg"
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(ImageReadError, match="truncated"):

@@ -35,8 +35,8 @@ def run_cli(task, photo, weights, out):
     return record, masks, np.asarray(Image.open(out / "cat_labels.png"))
 
 
-def test_panoptic_cli_writes_what_the_api_returns(tmp_path, tiny_ade, shared_dir):
-    photo = shared_dir / "images" / "cat.jpg"
+def test_panoptic_cli_writes_what_the_api_returns(tmp_path, tiny_ade, examples_dir):
+    photo = examples_dir / "cat.jpg"
     record, masks, labels = run_cli("panoptic", photo, tiny_ade, tmp_path)
     expected = segkit.load("oneformer-ade20k-swin-l", weights=tiny_ade, device="cpu").predict(photo, task="panoptic")
     assert [s["label"] for s in record["segments"]] == expected.labels and len(expected) >= 1
@@ -46,8 +46,8 @@ def test_panoptic_cli_writes_what_the_api_returns(tmp_path, tiny_ade, shared_dir
     np.testing.assert_array_equal(labels, expected.label_map)
 
 
-def test_semantic_and_instance_cli(tmp_path, tiny_ade, shared_dir):
-    photo = shared_dir / "images" / "cat.jpg"
+def test_semantic_and_instance_cli(tmp_path, tiny_ade, examples_dir):
+    photo = examples_dir / "cat.jpg"
     record, masks, labels = run_cli("semantic", photo, tiny_ade, tmp_path / "semantic")
     assert len(masks) >= 2
     for seg, mask in zip(record["segments"], masks):
@@ -57,12 +57,17 @@ def test_semantic_and_instance_cli(tmp_path, tiny_ade, shared_dir):
     scores = [s["score"] for s in record["segments"]]
     assert len(masks) >= 1 and scores == sorted(scores, reverse=True)
     assert all(ADE.isthing[s["category_id"]] for s in record["segments"])
+    expected = segkit.load("oneformer-ade20k-swin-l", weights=tiny_ade, device="cpu").predict(photo, task="instance")
+    assert [s["label"] for s in record["segments"]] == expected.labels
+    np.testing.assert_allclose(scores, expected.scores, rtol=1e-6)
+    for mask, expected_mask in zip(masks, expected.masks):
+        assert np.array_equal(mask, expected_mask)
 
 
-def test_label_mismatch_is_one_warning_line_and_label_set_filters(tmp_path, fixtures_dir, shared_dir):
+def test_label_mismatch_is_one_warning_line_and_label_set_filters(tmp_path, fixtures_dir, examples_dir):
     """The tiny DiNAT fixture model has 6 classes, not COCO's 133: one 'warning:' line, no source dump."""
-    photo = shared_dir / "images" / "cat.jpg"
-    second = shared_dir / "images" / "coffee.jpg"
+    photo = examples_dir / "cat.jpg"
+    second = examples_dir / "coffee.jpg"
     run = CliRunner().invoke(main, ["semantic", str(photo), str(second), "-o", str(tmp_path),
                                     "--weights", str(fixtures_dir / "dinat" / "oneformer"),
                                     "--label-set", "nonexistent-class"])

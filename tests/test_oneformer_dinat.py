@@ -43,13 +43,13 @@ def test_logits_match_natten_reference(segmenter, fixture):
         torch.testing.assert_close(out.task_token, outputs[f"{task}.task_token"], rtol=1e-4, atol=1e-3)
 
 
-def test_three_tasks_through_predict(fixture, shared_dir):
+def test_three_tasks_through_predict(fixture, examples_dir):
     spec = get_spec("oneformer-coco-dinat-l")
     spec = dataclasses.replace(spec, options={**spec.options, "min_size_test": 96, "max_size_test": 160,
                                               "object_mask_threshold": 0.0, "detections_per_image": 20})
     with pytest.warns(UserWarning):
         seg = oneformer.load(spec, weights=fixture[0], device=torch.device("cpu"))
-    rgb = read_image(shared_dir / "images" / "cat.jpg")
+    rgb = read_image(examples_dir / "cat.jpg")
     semantic = seg.predict(rgb, task="semantic")
     assert semantic.label_map.shape == rgb.shape[:2] and set(np.unique(semantic.label_map)) <= set(range(6))
     panoptic = seg.predict(rgb, task="panoptic")

@@ -74,7 +74,7 @@ def photo():
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def test_segkit_load_gives_transformers_model_with_its_logits(tiny_folder, shared_dir):
+def test_segkit_load_gives_transformers_model_with_its_logits(tiny_folder, examples_dir):
     from transformers import OneFormerForUniversalSegmentation
 
     with warnings.catch_warnings():
@@ -85,7 +85,7 @@ def test_segkit_load_gives_transformers_model_with_its_logits(tiny_folder, share
     seen = {}
     seg.model.register_forward_hook(lambda module, args, kwargs, out: seen.update(kwargs=kwargs, out=out),
                                     with_kwargs=True)
-    rgb = read_image(shared_dir / "images" / "cat.jpg")
+    rgb = read_image(examples_dir / "cat.jpg")
     result = seg.predict(rgb, task="panoptic")
     assert result.meta["resized_size"] == [800, 1203] and result.meta["padded_size"] == [800, 1216]
 
