@@ -23,3 +23,9 @@ class ConfigError(SegkitError):
 
 class DeviceError(SegkitError):
     """The requested device or dtype is not available."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type), to quote inside a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]

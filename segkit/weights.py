@@ -12,7 +12,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from .errors import WeightsUnavailableError
+from .errors import WeightsUnavailableError, first_line
 from .registry import ModelSpec
 
 NETWORK_TIMEOUT_S = 10
@@ -65,7 +65,7 @@ def hub_folder(spec: ModelSpec) -> Path:
     try:
         return Path(snapshot_download(repo, revision=revision, allow_patterns=patterns))
     except Exception as exc:
-        raise _unavailable(spec, _short(exc)) from None
+        raise _unavailable(spec, first_line(exc)) from None
 
 
 def url_file(spec: ModelSpec) -> Path:
@@ -92,7 +92,7 @@ def url_file(spec: ModelSpec) -> Path:
     except WeightsUnavailableError:
         raise
     except Exception as exc:
-        raise _unavailable(spec, _short(exc)) from None
+        raise _unavailable(spec, first_line(exc)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -118,8 +118,3 @@ def is_cached(spec: ModelSpec) -> bool:
         return True
     except Exception:
         return False
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, ConfigError, SegkitError
+from ..errors import CheckpointError, ConfigError, SegkitError, first_line
 from ..imageio import as_rgb_array
 from ..registry import ModelSpec
 from ..result import Result, boxes_from_masks
@@ -49,7 +49,7 @@ def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> "
         processor = CLIPSegProcessor.from_pretrained(folder)
         model = CLIPSegForImageSegmentation.from_pretrained(folder, dtype=torch_dtype)
     except (OSError, ValueError, KeyError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = first_line(exc)
         raise CheckpointError(f"{folder}: not a loadable CLIPSeg model folder ({reason}); "
                               "pass a folder saved by CLIPSegForImageSegmentation and CLIPSegProcessor") from None
     return CLIPSegSegmenter(spec, model.to(device).eval(), processor, device, torch_dtype)

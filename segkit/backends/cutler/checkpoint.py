@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ...errors import CheckpointError
+from ...errors import CheckpointError, first_line
 from .backbone import BLOCKS_PER_STAGE
 
 SHOWN_KEYS = 3
@@ -26,8 +26,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"{path}: refused, the file needs pickled code to load ({code.group(1)}); segkit loads "
                 "weights only: re-save it as torch.save({'model': model.state_dict()}, path)") from None
         detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
-        reason = detail.group(1) if detail else (text.strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:160]}); "
+        reason = detail.group(1)[:160] if detail else first_line(exc, 160)
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason}); "
                               "pass a detectron2 .pth file such as cutler_cascade_final.pth") from None
     state = data.get("model", data) if isinstance(data, dict) else data
     if not isinstance(state, dict) or not state or \

@@ -12,25 +12,12 @@ from torch.nn import functional as F
 
 from .backbone import FPN
 from .checkpoint import check_fits
+from ..resize import resize_bilinear, shortest_edge_size
 from .config import CfgNode, describe, fpn_levels
 from .layers import fold_norms
 from .postprocess import paste_masks, rescale_boxes
 from .roi_heads import ROIHeads
 from .rpn import RPN
-
-
-def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
-    """detectron2's ResizeShortestEdge: shortest side to ``short_edge``, longest at most ``max_size``.
-
-    Sides are kept at least 1 px, so extremely elongated images still run (detectron2 fails there).
-    """
-    size = short_edge * 1.0
-    scale = size / min(height, width)
-    new_h, new_w = (size, scale * width) if height < width else (scale * height, size)
-    if max(new_h, new_w) > max_size:
-        scale = max_size * 1.0 / max(new_h, new_w)
-        new_h, new_w = new_h * scale, new_w * scale
-    return max(int(new_h + 0.5), 1), max(int(new_w + 0.5), 1)
 
 
 @dataclass
@@ -67,11 +54,9 @@ class CutLERModel(nn.Module):
 
     def preprocess(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """The padded, normalised (1, 3, H', W') float32 input and the resized (unpadded) size."""
-        from PIL import Image
-
         height, width = rgb.shape[:2]
-        size = resized_shape(height, width, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST)
-        resized = np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
+        size = shortest_edge_size(height, width, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST)
+        resized = resize_bilinear(rgb, size)
         if self.cfg.INPUT.FORMAT == "BGR":
             resized = resized[:, :, ::-1]
         image = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)).to(self.device)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ...device import resolve_dtype
-from ...errors import CheckpointError, ConfigError
+from ...errors import CheckpointError, ConfigError, first_line
 from ...labels import LabelSet, load_labels
 from ...registry import ModelSpec
 from ...result import Result, boxes_from_masks
@@ -63,7 +63,7 @@ def _build_model(folder: Path, model_config):
         model, info = OneFormerForUniversalSegmentation.from_pretrained(
             str(folder), config=model_config, output_loading_info=True)
     except Exception as exc:
-        raise CheckpointError(f"{folder}: the OneFormer weights could not be loaded ({_first_line(exc)}); "
+        raise CheckpointError(f"{folder}: the OneFormer weights could not be loaded ({first_line(exc)}); "
                               "check that the folder holds a complete save_pretrained checkpoint") from None
     missing = list(info.get("missing_keys", ())) + [str(k[0]) if isinstance(k, tuple) else str(k)
                                                     for k in info.get("mismatched_keys", ())]
@@ -71,11 +71,6 @@ def _build_model(folder: Path, model_config):
         raise CheckpointError(f"{folder}: the weights do not fit config.json ({len(missing)} tensors missing "
                               f"or mis-shaped, e.g. {missing[0]}); use the config.json saved with these weights")
     return model
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _class_labels(spec: ModelSpec, folder: Path, model_config) -> LabelSet:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..resize import resize_bilinear, shortest_edge_size
 from .upsample import MaskUpsampler
 
 # Same in every OneFormer config (RGB order, 0-255 scale).
@@ -23,29 +24,8 @@ PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 
 
-def resized_size(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
-    """detectron2 ``ResizeShortestEdge.get_output_shape``: rounds half up (transformers truncates)."""
-    scale = short_edge / min(height, width)
-    if height < width:
-        new_h, new_w = short_edge, scale * width
-    else:
-        new_h, new_w = scale * height, short_edge
-    if max(new_h, new_w) > max_size:
-        shrink = max_size / max(new_h, new_w)
-        new_h, new_w = new_h * shrink, new_w * shrink
-    return int(new_h + 0.5), int(new_w + 0.5)
-
-
 def padded_size(height: int, width: int, divisibility: int) -> tuple[int, int]:
     return math.ceil(height / divisibility) * divisibility, math.ceil(width / divisibility) * divisibility
-
-
-def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Pillow's bilinear filter on the uint8 image, as detectron2's ``ResizeTransform``."""
-    from PIL import Image
-
-    height, width = size
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
 
 
 def normalize_and_pad(rgb: np.ndarray, divisibility: int) -> np.ndarray:
@@ -59,8 +39,8 @@ def normalize_and_pad(rgb: np.ndarray, divisibility: int) -> np.ndarray:
 
 def preprocess(rgb: np.ndarray, short_edge: int, max_size: int, divisibility: int) -> tuple[np.ndarray, tuple[int, int]]:
     """The backbone's input (3 x Hp x Wp float32) and the resized size (h, w) it holds."""
-    size = resized_size(rgb.shape[0], rgb.shape[1], short_edge, max_size)
-    return normalize_and_pad(resize_image(rgb, size), divisibility), size
+    size = shortest_edge_size(rgb.shape[0], rgb.shape[1], short_edge, max_size)
+    return normalize_and_pad(resize_bilinear(rgb, size), divisibility), size
 
 
 def semantic_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, band_rows: int | None = None):
