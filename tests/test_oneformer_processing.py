@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from segkit.backends.oneformer.processing import (
+    PIXEL_MEAN,
+    PIXEL_STD,
     instance_inference,
-    normalize_and_pad,
-    padded_size,
     panoptic_inference,
     preprocess,
     semantic_inference,
 )
 from segkit.backends.oneformer.upsample import MaskUpsampler, bilinear
-from segkit.backends.resize import resize_bilinear, shortest_edge_size
+from segkit.backends.image_input import normalize_and_pad, padded_size, resize_bilinear, shortest_edge_size
 from segkit.imageio import read_image
 from segkit.labels import load_labels
 from segkit.result import boxes_from_masks
@@ -84,7 +84,7 @@ def test_preprocessing_is_bit_exact(post_dir, shared_dir):
         assert list(size) == c["resized_hw"]
         resized = resize_bilinear(rgb, size)
         assert hashlib.sha256(resized.tobytes()).hexdigest() == c["resized_sha256_uint8_hwc"], c["key"]
-        pixels = normalize_and_pad(resized, 32)
+        pixels = normalize_and_pad(resized, PIXEL_MEAN, PIXEL_STD, 32)
         assert list(pixels.shape[1:]) == c["padded_hw"]
         assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == \
             c["normalized_sha256_float32_chw"], c["key"]

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from ..image_input import normalize_and_pad, resize_bilinear, shortest_edge_size
 from .backbone import FPN
 from .checkpoint import check_fits
-from ..resize import resize_bilinear, shortest_edge_size
 from .config import CfgNode, describe, fpn_levels
 from .layers import fold_norms
 from .postprocess import paste_masks, rescale_boxes
@@ -57,17 +56,12 @@ class CutLERModel(nn.Module):
         height, width = rgb.shape[:2]
         size = shortest_edge_size(height, width, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST)
         resized = resize_bilinear(rgb, size)
-        if self.cfg.INPUT.FORMAT == "BGR":
+        if self.cfg.INPUT.FORMAT == "BGR":  # PIXEL_MEAN/STD are then in BGR order too
             resized = resized[:, :, ::-1]
-        image = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)).to(self.device)
         # Normalised in float32 whatever the network's dtype, as detectron2 does.
-        mean = torch.tensor(self.cfg.MODEL.PIXEL_MEAN, dtype=torch.float32, device=self.device).view(-1, 1, 1)
-        std = torch.tensor(self.cfg.MODEL.PIXEL_STD, dtype=torch.float32, device=self.device).view(-1, 1, 1)
-        image = (image - mean) / std
-        stride = self.backbone.size_divisibility
-        pad_h = -size[0] % stride
-        pad_w = -size[1] % stride
-        return F.pad(image, [0, pad_w, 0, pad_h], value=0.0)[None], size
+        pixels = normalize_and_pad(resized, self.cfg.MODEL.PIXEL_MEAN, self.cfg.MODEL.PIXEL_STD,
+                                   self.backbone.size_divisibility)
+        return torch.from_numpy(pixels)[None].to(self.device), size
 
     def forward(self, rgb: np.ndarray, *, score_thresh: float, max_detections: int,
                 trace: dict | None = None) -> Detections:

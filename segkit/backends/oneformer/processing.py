@@ -10,13 +10,12 @@ memory grows with the output, not with queries x pixels; results do not depend o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..resize import resize_bilinear, shortest_edge_size
+from ..image_input import normalize_and_pad, resize_bilinear, shortest_edge_size
 from .upsample import MaskUpsampler
 
 # Same in every OneFormer config (RGB order, 0-255 scale).
@@ -24,23 +23,10 @@ PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 
 
-def padded_size(height: int, width: int, divisibility: int) -> tuple[int, int]:
-    return math.ceil(height / divisibility) * divisibility, math.ceil(width / divisibility) * divisibility
-
-
-def normalize_and_pad(rgb: np.ndarray, divisibility: int) -> np.ndarray:
-    """(pixel - mean) / std in float32, 3 x Hp x Wp, padded bottom/right with 0 (the mean colour)."""
-    height, width = rgb.shape[:2]
-    out = np.zeros((3, *padded_size(height, width, divisibility)), dtype=np.float32)
-    chw = rgb.transpose(2, 0, 1).astype(np.float32)
-    out[:, :height, :width] = (chw - PIXEL_MEAN[:, None, None]) / PIXEL_STD[:, None, None]
-    return out
-
-
 def preprocess(rgb: np.ndarray, short_edge: int, max_size: int, divisibility: int) -> tuple[np.ndarray, tuple[int, int]]:
     """The backbone's input (3 x Hp x Wp float32) and the resized size (h, w) it holds."""
     size = shortest_edge_size(rgb.shape[0], rgb.shape[1], short_edge, max_size)
-    return normalize_and_pad(resize_bilinear(rgb, size), divisibility), size
+    return normalize_and_pad(resize_bilinear(rgb, size), PIXEL_MEAN, PIXEL_STD, divisibility), size
 
 
 def semantic_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, band_rows: int | None = None):

@@ -1,6 +1,8 @@
-"""detectron2's test-time resize, which CutLER and OneFormer both use."""
+"""detectron2's test-time input, which CutLER and OneFormer both use: resize, normalise, pad."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -26,3 +28,18 @@ def resize_bilinear(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     height, width = size
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+
+
+def padded_size(height: int, width: int, divisibility: int) -> tuple[int, int]:
+    return math.ceil(height / divisibility) * divisibility, math.ceil(width / divisibility) * divisibility
+
+
+def normalize_and_pad(image: np.ndarray, mean, std, divisibility: int) -> np.ndarray:
+    """(pixel - mean) / std in float32, 3 x Hp x Wp, zero-padded bottom/right to a multiple of
+    ``divisibility`` (zero in normalised space, i.e. the mean colour)."""
+    height, width = image.shape[:2]
+    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(std, dtype=np.float32)[:, None, None]
+    out = np.zeros((3, *padded_size(height, width, divisibility)), dtype=np.float32)
+    out[:, :height, :width] = (image.transpose(2, 0, 1).astype(np.float32) - mean) / std
+    return out
