@@ -8,9 +8,7 @@ import torch
 
 import segkit
 from segkit.backends import oneformer
-from segkit.imageio import read_image
 from segkit.registry import get_spec
-from segkit.result import boxes_from_masks
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +41,42 @@ def test_logits_match_natten_reference(segmenter, fixture):
         torch.testing.assert_close(out.task_token, outputs[f"{task}.task_token"], rtol=1e-4, atol=1e-3)
 
 
-def test_three_tasks_through_predict(fixture, examples_dir):
+PANOPTIC_PIXEL_CHANGES = 5e-4
+
+
+def test_predict_end_to_end_matches_the_original_pipeline(fixture, fixtures_dir, monkeypatch):
+    """segkit's whole predict path (model on segkit's attention, then post-processing and Result)
+    against the original OneFormer's outputs for the toy case built from this model's panoptic logits.
+
+    The case treats the fixture input (128 x 96, already resized and padded) as the test-time input
+    of a 333 x 250 photo, so preprocessing is replaced by that input; everything after it is segkit's.
+    The logits differ from NATTEN's by < 1e-6 and this random model's queries are nearly tied, so a
+    few panoptic pixels change owner (measured: 11 of 83,250); semantic and instance outputs are exact.
+    """
+    _, inputs, _ = fixture
+    case = np.load(fixtures_dir / "oneformer_post" / "post" / "toy_dinat_tiny_333x250.npz")
     spec = get_spec("oneformer-coco-dinat-l")
-    spec = dataclasses.replace(spec, options={**spec.options, "min_size_test": 96, "max_size_test": 160,
-                                              "object_mask_threshold": 0.0, "detections_per_image": 20})
+    spec = dataclasses.replace(spec, options={**spec.options, "object_mask_threshold": 0.0, "overlap_threshold": 0.0,
+                                              "detections_per_image": 20})
     with pytest.warns(UserWarning):
         seg = oneformer.load(spec, weights=fixture[0], device=torch.device("cpu"))
-    rgb = read_image(examples_dir / "cat.jpg")
-    semantic = seg.predict(rgb, task="semantic")
-    assert semantic.label_map.shape == rgb.shape[:2] and set(np.unique(semantic.label_map)) <= set(range(6))
-    panoptic = seg.predict(rgb, task="panoptic")
-    assert len(panoptic) >= 1 and set(np.unique(panoptic.label_map)) <= {0, *panoptic.segment_ids.tolist()}
-    instance = seg.predict(rgb, task="instance")
-    assert 1 <= len(instance) <= 20 and np.all(np.diff(instance.scores) <= 0)
-    np.testing.assert_array_equal(instance.boxes, boxes_from_masks(instance.masks))
+    seg.labels = dataclasses.replace(seg.labels, isthing=np.arange(6) < 3)  # the toy label set: things 0-2
+    seg.task_inputs = {task: seg.task_inputs["panoptic"] for task in seg.task_inputs}  # the case's logits
+    pixels = inputs["pixel_values"][0].numpy()
+    monkeypatch.setattr(oneformer, "preprocess", lambda rgb, *sizes: (pixels, (128, 96)))
+    photo = np.zeros((333, 250, 3), np.uint8)
+
+    panoptic = seg.predict(photo, task="panoptic")
+    assert (panoptic.label_map != case["panoptic_seg"]).mean() <= PANOPTIC_PIXEL_CHANGES
+    assert panoptic.segment_ids.tolist() == list(range(1, 7)) and panoptic.labels == ["class_0"] * 6
+
+    semantic = seg.predict(photo, task="semantic")
+    np.testing.assert_array_equal(semantic.label_map, case["sem_seg_argmax"])
+
+    instance = seg.predict(photo, task="instance")
+    order = np.argsort(-case["inst_scores"], kind="stable")
+    masks = np.unpackbits(case["inst_masks_packed"], axis=1, count=333 * 250).reshape(-1, 333, 250).astype(bool)
+    np.testing.assert_array_equal(instance.class_ids, case["inst_classes"][order])
+    np.testing.assert_allclose(instance.scores, case["inst_scores"][order], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(instance.masks, masks[order])
+    np.testing.assert_array_equal(instance.boxes, case["inst_boxes_from_masks"][order])
