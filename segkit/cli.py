@@ -203,9 +203,7 @@ def _process(segmenter, paths, predict_options, record_options, writer, batch_si
 def _predict(segmenter, batch, options, failed):
     """Yield (path, image, result). Backends that batch get the whole batch, retried image by image
     if it fails; the others run image by image from the start, so no image is computed twice."""
-    from .backends.base import Segmenter
-
-    if len(batch) > 1 and type(segmenter).predict_batch is Segmenter.predict_batch:
+    if len(batch) > 1 and not segmenter.batches:
         for item in batch:
             yield from _predict(segmenter, [item], options, failed)
         return

@@ -29,17 +29,30 @@ class Segmenter:
 
     def predict(self, image, **options) -> Result:
         """Segment one image (path, PIL image or uint8 RGB array)."""
-        rgb = as_rgb_array(image)
-        start = time.perf_counter()
-        result = self._predict(rgb, **options)
-        result.meta.setdefault("timings", {})["total_s"] = time.perf_counter() - start
-        result.meta.setdefault("model", self.name)
-        result.meta.setdefault("image_size", [int(rgb.shape[0]), int(rgb.shape[1])])
-        return result
+        return self.predict_batch([image], **options)[0]
 
     def predict_batch(self, images, **options) -> list[Result]:
-        """Segment several images; backends override this where batching shares work."""
-        return [self.predict(image, **options) for image in images]
+        """Segment several images; each result's ``total_s`` is its share of the batch's time."""
+        rgbs = [as_rgb_array(image) for image in images]
+        if not rgbs:
+            return []
+        start = time.perf_counter()
+        results = self._predict_batch(rgbs, **options)
+        share = (time.perf_counter() - start) / len(rgbs)
+        for rgb, result in zip(rgbs, results):
+            result.meta.setdefault("timings", {})["total_s"] = share
+            result.meta.setdefault("model", self.name)
+            result.meta.setdefault("image_size", [int(rgb.shape[0]), int(rgb.shape[1])])
+        return results
+
+    @property
+    def batches(self) -> bool:
+        """Whether the backend shares work across the images of a batch."""
+        return type(self)._predict_batch is not Segmenter._predict_batch
+
+    def _predict_batch(self, rgbs: list[np.ndarray], **options) -> list[Result]:
+        """Backends that share work across images override this; the others only ``_predict``."""
+        return [self._predict(rgb, **options) for rgb in rgbs]
 
     def _predict(self, rgb: np.ndarray, **options) -> Result:
         raise NotImplementedError

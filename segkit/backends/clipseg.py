@@ -64,26 +64,6 @@ class CLIPSegSegmenter(Segmenter):
         self.threshold = float(spec.options.get("threshold", DEFAULT_THRESHOLD))
         self._prompt_cache: dict[tuple, object] = {}  # prompt -> embedding, for text and image prompts
 
-    def _predict(self, rgb: np.ndarray, **options) -> Result:
-        return self._predict_arrays([rgb], **options)[0]
-
-    def predict_batch(self, images, **options) -> list[Result]:
-        """Segment several images with one batched image encoding; prompts are embedded once for all.
-
-        Each result's stage timings are its share of the batch's (batch time / number of images).
-        """
-        rgbs = [as_rgb_array(image) for image in images]
-        if not rgbs:
-            return []
-        start = time.perf_counter()
-        results = self._predict_arrays(rgbs, **options)
-        total = (time.perf_counter() - start) / len(rgbs)
-        for rgb, result in zip(rgbs, results):
-            result.meta["timings"]["total_s"] = total
-            result.meta["model"] = self.name
-            result.meta["image_size"] = [int(rgb.shape[0]), int(rgb.shape[1])]
-        return results
-
     def logits(self, image, prompts=(), prompt_images=()):
         """Raw decoder logits (P, h, w) at the model's input size, as float32 on the CPU.
 
@@ -93,8 +73,8 @@ class CLIPSegSegmenter(Segmenter):
         logits, _ = self._logits([as_rgb_array(image)], texts, images)
         return logits[0].float().cpu()
 
-    def _predict_arrays(self, rgbs, prompts=(), prompt_images=(), threshold=None, combine=False) -> list[Result]:
-        """Results for uint8 RGB arrays.
+    def _predict_batch(self, rgbs, prompts=(), prompt_images=(), threshold=None, combine=False) -> list[Result]:
+        """Results for uint8 RGB arrays, with one batched image encoding and prompts embedded once.
 
         heatmaps = sigmoid(logits) resized bilinearly to each image; masks = heatmaps >= threshold;
         scores = each heatmap's maximum. With ``combine``, label_map gives each pixel 1 + the index of
