@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from ._version import __version__
-from .errors import ConfigError, DeviceError, SegkitError
+from .errors import RequestError, SegkitError
 
 DATASETS = ("coco", "ade20k", "cityscapes")
 BACKBONES = ("dinat-l", "swin-l")
@@ -135,7 +135,7 @@ def _load(model_name, *, debug, **kwargs):
 
     try:
         return segkit.load(model_name, **kwargs)
-    except (ConfigError, DeviceError) as exc:  # the options asked for something impossible
+    except RequestError as exc:  # the options asked for something impossible
         if debug:
             raise
         _fail(str(exc), 2)
@@ -170,7 +170,7 @@ def _process(segmenter, paths, predict_options, record_options, writer, batch_si
     def failed(path, exc):
         if debug:
             raise exc
-        if isinstance(exc, ConfigError):  # a bad option, not a bad image: every image would fail alike
+        if isinstance(exc, RequestError):  # a bad option, not a bad image: every image would fail alike
             _fail(str(exc), 2)
         message = _describe(path, exc)
         failures.append(message)

@@ -17,12 +17,21 @@ class CheckpointError(SegkitError):
     """A checkpoint file does not fit the architecture it is loaded into."""
 
 
-class ConfigError(SegkitError):
+class RequestError(SegkitError):
+    """The request itself cannot be honoured (a bad option, config, device): every image would fail
+    alike, so a batch stops at once and the CLI exits 2."""
+
+
+class ConfigError(RequestError):
     """A model config asks for something segkit cannot honour."""
 
 
-class DeviceError(SegkitError):
+class DeviceError(RequestError):
     """The requested device or dtype is not available."""
+
+
+class OptionError(RequestError):
+    """A predict option is unknown, of the wrong type or out of range."""
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import segkit
+from segkit.backends.cutler import CutLERSegmenter
 from segkit.backends.base import Segmenter
 from segkit.cli import main
 from segkit.registry import get_spec
@@ -22,6 +23,7 @@ class HalfMasks(Segmenter):
     """Marks the left half of each image; fails on images 13 pixels wide."""
 
     calls: list
+    OPTIONS = CutLERSegmenter.OPTIONS
 
     def _predict(self, rgb, **options):
         self.calls.append((rgb.shape, options))

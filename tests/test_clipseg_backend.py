@@ -98,7 +98,7 @@ def test_predict_heatmaps_masks_scores_boxes(tiny):
     assert result.labels == PROMPTS and result.class_names == PROMPTS
     assert result.heatmaps.shape == (4, 45, 70) and result.heatmaps.dtype == np.float32
     np.testing.assert_allclose(result.heatmaps, expected, atol=1e-5)
-    assert seg.threshold == 0.4  # models.yaml's option
+    assert result.meta["options"]["threshold"] == 0.4  # models.yaml's option
     np.testing.assert_array_equal(result.masks, result.heatmaps >= 0.4)
     assert 0 < result.masks.mean() < 1  # the threshold actually splits the heatmaps
     np.testing.assert_allclose(result.scores, expected.max(axis=(1, 2)), atol=1e-5)

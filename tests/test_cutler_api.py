@@ -13,7 +13,7 @@ from segkit.backends.cutler.checkpoint import read_state_dict
 from segkit.backends.cutler.layers import ConvNorm, FrozenBatchNorm2d
 from segkit.backends.cutler.postprocess import paste_masks
 from segkit.backends.cutler.roi_heads import select_detections
-from segkit.errors import CheckpointError, WeightsUnavailableError
+from segkit.errors import CheckpointError, OptionError, WeightsUnavailableError
 from segkit.imageio import read_image
 
 
@@ -62,7 +62,7 @@ def test_default_threshold_is_cutlers_demo_value(cascade, img1):
     everything = cascade.predict(img1, threshold=0.0)
     assert everything.scores.max() < 0.35 < 1  # this random tiny model never reaches the demo threshold
     result = cascade.predict(img1)
-    assert result.meta["threshold"] == 0.35 and len(result) == 0
+    assert result.meta["options"]["threshold"] == 0.35 and len(result) == 0
     assert result.masks.shape == (0, 360, 480) and result.boxes.shape == (0, 4)
 
 
@@ -89,7 +89,7 @@ def test_tiny_and_elongated_images_run(cascade, shape):
 
 
 def test_unknown_options_are_refused(cascade, img1):
-    with pytest.raises(TypeError, match="prompts"):
+    with pytest.raises(OptionError, match="unknown option 'prompts'; valid options: threshold, max_detections"):
         cascade.predict(img1, prompts=["cat"])
 
 

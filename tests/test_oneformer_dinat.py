@@ -56,7 +56,7 @@ def test_predict_end_to_end_matches_the_original_pipeline(fixture, fixtures_dir,
     _, inputs, _ = fixture
     case = np.load(fixtures_dir / "oneformer_post" / "post" / "toy_dinat_tiny_333x250.npz")
     spec = get_spec("oneformer-coco-dinat-l")
-    spec = dataclasses.replace(spec, options={**spec.options, "object_mask_threshold": 0.0, "overlap_threshold": 0.0,
+    spec = dataclasses.replace(spec, options={**spec.options, "threshold": 0.0, "overlap_threshold": 0.0,
                                               "detections_per_image": 20})
     with pytest.warns(UserWarning):
         seg = oneformer.load(spec, weights=fixture[0], device=torch.device("cpu"))

@@ -13,7 +13,7 @@ import segkit
 from segkit.backends import oneformer
 from segkit.backends.oneformer.processing import preprocess
 from segkit.backends.oneformer.tasks import TASKS, shipped_ids, task_text
-from segkit.errors import CheckpointError, ConfigError
+from segkit.errors import CheckpointError, ConfigError, OptionError
 from segkit.imageio import read_image
 from segkit.labels import load_labels
 from segkit.registry import get_spec
@@ -145,14 +145,14 @@ def test_panoptic(segmenter, photo):
     for mask, sid in zip(r.masks, r.segment_ids):
         assert mask.any() and np.array_equal(mask, r.label_map == sid)
     np.testing.assert_array_equal(r.is_thing, COCO.isthing[r.class_ids])
-    assert np.all(r.scores > 0.8) and r.meta["threshold"] == 0.8
+    assert np.all(r.scores > 0.8) and r.meta["options"]["threshold"] == 0.8
     stuff = r.class_ids[~r.is_thing]
     assert len(set(stuff.tolist())) == len(stuff)  # stuff classes merge into one segment each
 
 
 def test_instance(segmenter, photo):
     r = segmenter.predict(photo, task="instance")
-    assert r.kind == "instance" and len(r) >= 1 and r.meta["threshold"] == 0.8
+    assert r.kind == "instance" and len(r) >= 1 and r.meta["options"]["threshold"] == 0.8
     assert np.all(COCO.isthing[r.class_ids]) and np.all(np.diff(r.scores) <= 0)
     np.testing.assert_array_equal(r.boxes, boxes_from_masks(r.masks))
     loose = segmenter.predict(photo, task="instance", threshold=0.0)
@@ -174,9 +174,9 @@ def test_label_set_keeps_only_named_classes(segmenter, photo):
     inst = segmenter.predict(photo, task="instance", threshold=0.0)
     r = segmenter.predict(photo, task="instance", threshold=0.0, label_set=inst.labels[0])
     assert set(r.labels) == {inst.labels[0]} and len(r) == inst.labels.count(inst.labels[0])
-    with pytest.raises(ConfigError, match="'unicorn' is not a class"):
+    with pytest.raises(OptionError, match="'unicorn' is not a class"):
         segmenter.predict(photo, task="semantic", label_set=["unicorn"])
-    with pytest.raises(ConfigError, match="unknown OneFormer task"):
+    with pytest.raises(OptionError, match="task='depth' is not one of"):
         segmenter.predict(photo, task="depth")
 
 

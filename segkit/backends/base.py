@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from ..imageio import as_rgb_array
+from ..options import Option, resolve_options
 from ..registry import ModelSpec
 from ..result import Result
 
@@ -14,8 +15,12 @@ from ..result import Result
 class Segmenter:
     """A loaded model plus its pre/post-processing. Knows nothing of files or the CLI.
 
-    Subclasses implement ``_predict(rgb, **options)`` on a uint8 HxWx3 RGB array.
+    Subclasses declare their predict keywords once in ``OPTIONS`` and implement
+    ``_predict(rgb, **options)`` on a uint8 HxWx3 RGB array (or ``_predict_batch`` when they share
+    work across images); they always receive every declared option, resolved and checked.
     """
+
+    OPTIONS: tuple[Option, ...] = ()
 
     def __init__(self, spec: ModelSpec, model, device, dtype):
         self.spec = spec
@@ -27,23 +32,39 @@ class Segmenter:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def source(self) -> dict:
+        """Where the weights came from, for S.json: set by the backend's loader."""
+        return getattr(self, "_source", {"model": self.name})
+
+    def options(self, **given) -> dict:
+        """The value of every option for a call with ``given``: checked, with models.yaml's and the
+        declared defaults filled in (an OptionError names a bad or unknown one)."""
+        return resolve_options(self.OPTIONS, given, self.spec.options, owner=self.name)
+
     def predict(self, image, **options) -> Result:
         """Segment one image (path, PIL image or uint8 RGB array)."""
         return self.predict_batch([image], **options)[0]
 
     def predict_batch(self, images, **options) -> list[Result]:
         """Segment several images; each result's ``total_s`` is its share of the batch's time."""
+        used = self.options(**options)
         rgbs = [as_rgb_array(image) for image in images]
         if not rgbs:
             return []
         start = time.perf_counter()
-        results = self._predict_batch(rgbs, **options)
+        results = self._predict_batch(rgbs, **used)
         share = (time.perf_counter() - start) / len(rgbs)
         for rgb, result in zip(rgbs, results):
             result.meta.setdefault("timings", {})["total_s"] = share
             result.meta.setdefault("model", self.name)
+            result.meta.setdefault("options", self.recorded_options(used))
             result.meta.setdefault("image_size", [int(rgb.shape[0]), int(rgb.shape[1])])
         return results
+
+    def recorded_options(self, used: dict) -> dict:
+        """The options as S.json records them (backends with non-JSON options override this)."""
+        return dict(used)
 
     @property
     def batches(self) -> bool:

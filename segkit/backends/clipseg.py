@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, ConfigError, SegkitError, first_line
+from ..errors import CheckpointError, ConfigError, OptionError, first_line
 from ..imageio import as_rgb_array
+from ..options import Option
 from ..registry import ModelSpec
 from ..result import Result, boxes_from_masks
 from .base import Segmenter
@@ -58,10 +59,18 @@ def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> "
 class CLIPSegSegmenter(Segmenter):
     """Text- and image-prompted segmentation; ``.model`` is the transformers model, ``.processor`` its processor."""
 
+    OPTIONS = (
+        Option("prompts", "strs", (), "Text prompt (repeat for several).", flag="--prompt", short="-p"),
+        Option("prompt_images", "any", (), "Example images to segment by (visual prompts): paths, arrays, "
+               "or {label: image}.", cli=False),
+        Option("threshold", "float", DEFAULT_THRESHOLD, "Heatmap threshold: a mask is heatmap > threshold.",
+               min=0, max=1),
+        Option("combine", "bool", False, "One label map: each pixel to the best prompt above the threshold."),
+    )
+
     def __init__(self, spec: ModelSpec, model, processor, device, dtype):
         super().__init__(spec, model, device, dtype)
         self.processor = processor
-        self.threshold = float(spec.options.get("threshold", DEFAULT_THRESHOLD))
         self._prompt_cache: dict[tuple, object] = {}  # prompt -> embedding, for text and image prompts
 
     def logits(self, image, prompts=(), prompt_images=()):
@@ -73,17 +82,21 @@ class CLIPSegSegmenter(Segmenter):
         logits, _ = self._logits([as_rgb_array(image)], texts, images)
         return logits[0].float().cpu()
 
-    def _predict_batch(self, rgbs, prompts=(), prompt_images=(), threshold=None, combine=False) -> list[Result]:
+    def recorded_options(self, used: dict) -> dict:
+        """Image prompts are recorded by label (their arrays are not JSON)."""
+        _, named = _labelled_prompts(used["prompts"], used["prompt_images"])
+        return {**used, "prompt_images": list(named)}
+
+    def _predict_batch(self, rgbs, prompts, prompt_images, threshold, combine) -> list[Result]:
         """Results for uint8 RGB arrays, with one batched image encoding and prompts embedded once.
 
-        heatmaps = sigmoid(logits) resized bilinearly to each image; masks = heatmaps >= threshold;
+        heatmaps = sigmoid(logits) resized bilinearly to each image; masks = heatmaps > threshold;
         scores = each heatmap's maximum. With ``combine``, label_map gives each pixel 1 + the index of
-        the prompt with the highest heatmap there, or 0 where no heatmap reaches the threshold, and
+        the prompt with the highest heatmap there, or 0 where no heatmap exceeds the threshold, and
         the masks are that partition (mask i = label_map == i + 1), so they never overlap.
         """
         import torch
 
-        threshold = self.threshold if threshold is None else float(threshold)
         labels, texts, images = self._prompts(prompts, prompt_images)
         logits, timings = self._logits(rgbs, texts, images)
         start = time.perf_counter()
@@ -98,7 +111,6 @@ class CLIPSegSegmenter(Segmenter):
         share = {name: seconds / len(rgbs) for name, seconds in timings.items()}
         for result in results:
             result.meta["timings"] = dict(share)
-            result.meta["threshold"] = threshold
         return results
 
     @staticmethod
@@ -106,33 +118,23 @@ class CLIPSegSegmenter(Segmenter):
         label_map = None
         if combine:
             best = heatmaps.argmax(axis=0)
-            label_map = np.where(heatmaps.max(axis=0) >= threshold, best + 1, 0).astype(np.int32)
+            label_map = np.where(heatmaps.max(axis=0) > threshold, best + 1, 0).astype(np.int32)
             masks = label_map[None] == np.arange(1, len(labels) + 1)[:, None, None]
         else:
-            masks = heatmaps >= threshold
+            masks = heatmaps > threshold
         return Result(kind="prompted", masks=masks, labels=labels,
                       scores=heatmaps.reshape(len(labels), -1).max(axis=1), boxes=boxes_from_masks(masks),
                       label_map=label_map, heatmaps=heatmaps, class_names=list(labels),
                       class_ids=np.arange(len(labels)))
 
     def _prompts(self, prompts, prompt_images):
-        """Labels, text prompts and image prompts (as RGB arrays).
-
-        Image prompts given as paths are labelled by file stem, other images ``image-N``; a mapping
-        {label: image} names them itself (the CLI passes images it decoded once, by stem).
-        """
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if isinstance(prompt_images, (str, os.PathLike, np.ndarray)):
-            prompt_images = [prompt_images]
-        if not isinstance(prompt_images, Mapping):
-            prompt_images = label_prompt_images(prompt_images)
-        texts = [str(p) for p in prompts]
-        labels = texts + [str(label) for label in prompt_images]
-        arrays = [as_rgb_array(image) for image in prompt_images.values()]
+        """Labels, text prompts and image prompts (as RGB arrays)."""
+        texts, named = _labelled_prompts(prompts, prompt_images)
+        labels = texts + list(named)
         if not labels:
-            raise SegkitError("CLIPSeg needs at least one prompt: give --prompt TEXT or --prompt-image PATH")
-        return labels, texts, arrays
+            raise OptionError("CLIPSeg needs at least one prompt: give prompts= (--prompt TEXT) or "
+                              "prompt_images= (--prompt-image PATH)")
+        return labels, texts, [as_rgb_array(image) for image in named.values()]
 
     def _logits(self, rgbs, texts, images):
         """Logits (P, h, w) per image (text prompts first, then image prompts) and stage timings."""
@@ -242,6 +244,21 @@ class CLIPSegSegmenter(Segmenter):
             chunks.append(decoder.transposed_convolution(output)[:, 0])
         logits = torch.cat(chunks)
         return logits.view(images, prompts, *logits.shape[1:])
+
+
+def _labelled_prompts(prompts, prompt_images) -> tuple[list[str], Mapping]:
+    """Text prompts as a list, and image prompts as {label: image}.
+
+    Image prompts given as paths are labelled by file stem, other images ``image-N``; a mapping
+    {label: image} names them itself (the CLI passes images it decoded once, by stem).
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if isinstance(prompt_images, (str, os.PathLike, np.ndarray)):
+        prompt_images = [prompt_images]
+    if not isinstance(prompt_images, Mapping):
+        prompt_images = label_prompt_images(prompt_images)
+    return [str(p) for p in prompts], {str(label): image for label, image in prompt_images.items()}
 
 
 def label_prompt_images(images) -> dict:

@@ -16,6 +16,7 @@ import torch
 
 from ...device import resolve_device, resolve_dtype
 from ...errors import CheckpointError
+from ...options import Option
 from ...registry import ModelSpec
 from ...result import Result
 from ...weights import resolve
@@ -30,6 +31,13 @@ __all__ = ["CutLERSegmenter", "CutLERModel", "build_model", "class_names", "load
 class CutLERSegmenter(Segmenter):
     """A loaded CutLER detector; thresholds follow CutLER's demo (keep scores strictly above)."""
 
+    OPTIONS = (
+        Option("threshold", "float", None, "Keep detections scoring above this (default: the model's, 0.35 as in "
+               "CutLER's demo; replaces the config's SCORE_THRESH_TEST).", min=0, max=1),
+        Option("max_detections", "int", None, "Keep at most this many detections per image (default: the "
+               "config's TEST.DETECTIONS_PER_IMAGE).", min=1),
+    )
+
     def __init__(self, spec: ModelSpec, model: CutLERModel, device, dtype, class_names: list[str]):
         super().__init__(spec, model, device, dtype)
         self.class_names = class_names
@@ -38,14 +46,15 @@ class CutLERSegmenter(Segmenter):
     def config(self) -> CfgNode:
         return self.model.cfg
 
-    def _predict(self, rgb: np.ndarray, threshold: float | None = None, max_detections: int | None = None,
-                 **options) -> Result:
-        if options:
-            raise TypeError(f"cutler got unknown options {sorted(options)}; it takes threshold, max_detections")
-        if threshold is None:
-            threshold = self.spec.options.get("threshold", self.config.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
-        if max_detections is None:
-            max_detections = self.config.TEST.DETECTIONS_PER_IMAGE
+    def options(self, **given) -> dict:
+        used = super().options(**given)
+        if used["threshold"] is None:
+            used["threshold"] = float(self.config.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+        if used["max_detections"] is None:
+            used["max_detections"] = int(self.config.TEST.DETECTIONS_PER_IMAGE)
+        return used
+
+    def _predict(self, rgb: np.ndarray, threshold: float, max_detections: int) -> Result:
         with torch.inference_mode():
             found = self.model(rgb, score_thresh=float(threshold), max_detections=int(max_detections))
         classes = found.classes.cpu().numpy()
@@ -57,7 +66,7 @@ class CutLERSegmenter(Segmenter):
             boxes=found.boxes.cpu().numpy(),
             class_ids=classes,
             class_names=list(self.class_names),
-            meta={"timings": found.timings, "threshold": float(threshold)},
+            meta={"timings": found.timings},
         )
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ...device import resolve_dtype
-from ...errors import CheckpointError, ConfigError, first_line
+from ...errors import CheckpointError, ConfigError, OptionError, first_line
+from ...options import Option
 from ...labels import LabelSet, load_labels
 from ...registry import ModelSpec
 from ...result import Result, boxes_from_masks
@@ -120,10 +121,18 @@ class OneFormerSegmenter(Segmenter):
 
     ``threshold`` is the original's object-mask threshold: for instances the demo's filter on the
     class probability, for panoptic the query-score cut (default: the dataset's value,
-    ``spec.options["object_mask_threshold"]``); semantic results do not use it.
+    ``threshold`` in models.yaml); semantic results do not use it.
     ``label_set`` keeps only the named classes (names, synonyms and case as in the label set);
     in a semantic ``label_map`` the pixels of other classes become -1, in a panoptic one 0.
     """
+
+    OPTIONS = (
+        Option("task", "str", "semantic", "What to segment: semantic, instance or panoptic.", choices=TASKS,
+               cli=False),
+        Option("threshold", "float", None, "Object-mask threshold: instances keep a class probability above it, "
+               "panoptic keeps queries scoring above it (default: the dataset's value).", min=0, max=1),
+        Option("label_set", "strs", None, "Keep only these class names (comma-separated or repeated)."),
+    )
 
     def __init__(self, spec, model, device, dtype, *, labels: LabelSet, task_inputs: dict):
         super().__init__(spec, model, device, dtype)
@@ -137,16 +146,22 @@ class OneFormerSegmenter(Segmenter):
     def _option(self, key: str, default):
         return self.spec.options.get(key, default)
 
-    def _predict(self, rgb: np.ndarray, task: str = "semantic", threshold: float | None = None,
-                 label_set=None) -> Result:
-        if task not in TASKS:
-            raise ConfigError(f"unknown OneFormer task {task!r}; use one of {', '.join(TASKS)}")
+    def options(self, **given) -> dict:
+        used = super().options(**given)
+        if used["task"] not in self.spec.tasks:
+            raise OptionError(f"{self.name}: task={used['task']!r} is not one of its tasks "
+                              f"({', '.join(self.spec.tasks)})")
+        if used["task"] == "semantic":
+            used["threshold"] = None  # semantic results use no threshold
+        elif used["threshold"] is None:
+            used["threshold"] = 0.8
+        return used
+
+    def _predict(self, rgb: np.ndarray, task: str, threshold: float | None, label_set) -> Result:
         allowed = self._allowed_classes(label_set)
         started = time.perf_counter()
         class_logits, upsampler, resized_hw = self._run_model(rgb, task)
         model_s = time.perf_counter() - started
-        if threshold is None:
-            threshold = float(self._option("object_mask_threshold", 0.8))
         if task == "semantic":
             result = self._semantic(class_logits, upsampler, allowed)
         elif task == "panoptic":
@@ -155,8 +170,6 @@ class OneFormerSegmenter(Segmenter):
             result = self._instance(class_logits, upsampler, threshold, allowed)
         result.meta.update(task=task, resized_size=list(resized_hw), padded_size=list(upsampler.padded_hw),
                            timings={"model_s": model_s, "postprocess_s": time.perf_counter() - started - model_s})
-        if task != "semantic":
-            result.meta["threshold"] = threshold
         return result
 
     def _allowed_classes(self, label_set) -> np.ndarray | None:
@@ -167,7 +180,7 @@ class OneFormerSegmenter(Segmenter):
             indices = self.labels.resolve(names)
         except KeyError as exc:
             examples = ", ".join(n.strip() for n in self.labels.names[:6])
-            raise ConfigError(f"label set: {exc.args[0]!r} is not a class of {self.name} "
+            raise OptionError(f"label set: {exc.args[0]!r} is not a class of {self.name} "
                               f"(classes such as {examples}, … {len(self.labels)} in all)") from None
         allowed = np.zeros(len(self.labels), dtype=bool)
         allowed[indices] = True
