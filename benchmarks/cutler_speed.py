@@ -58,7 +58,8 @@ def time_runs(run, runs: int) -> tuple[list[float], list[dict], tuple]:
 def segkit_runner(weights: Path, rgb, threshold: float, fold: bool):
     import torch
 
-    from segkit.backends.cutler import build_model, load_config
+    from segkit.backends.cutler.config import load_config
+    from segkit.backends.cutler.model import build_model
 
     cfg = load_config("cascade_mask_rcnn_R_50_FPN")
     model = build_model(cfg, torch.load(weights, map_location="cpu", weights_only=True)["model"], fold=fold)
@@ -121,7 +122,8 @@ def random_weights(path: Path, seed: int) -> None:
     """A full-size cascade state dict with PyTorch's default random init, saved like detectron2 does."""
     import torch
 
-    from segkit.backends.cutler import CutLERModel, load_config
+    from segkit.backends.cutler.config import load_config
+    from segkit.backends.cutler.model import CutLERModel
 
     torch.manual_seed(seed)
     model = CutLERModel(load_config("cascade_mask_rcnn_R_50_FPN"))

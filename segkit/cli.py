@@ -254,7 +254,7 @@ def clipseg(prompts, prompt_images, threshold, combine, model, **common):
     """Zero-shot segmentation of IMAGES by text (and image) prompts with CLIPSeg."""
     if not prompts and not prompt_images:
         raise click.UsageError("give at least one --prompt or --prompt-image")
-    from .backends.clipseg import label_prompt_images
+    from .backends.clipseg.segmenter import label_prompt_images
     from .imageio import read_image
 
     labelled = label_prompt_images(prompt_images)

@@ -22,6 +22,9 @@ def _normalise(name: str) -> str:
 class LabelSet:
     """One dataset's classes in model order.
 
+    ``category_ids[c]`` is class ``c``'s id in the dataset's own annotations and evaluation tools
+    (COCO category ids, ADE20K's 1..150, Cityscapes label ids).
+
     ``thing_index[c]`` is class ``c``'s position among the dataset's instance classes where the
     dataset defines a separate list for them (ADE20K), else ``-1``; ``None`` when it has none.
     """
@@ -30,6 +33,7 @@ class LabelSet:
     names: tuple[str, ...]
     isthing: np.ndarray
     colors: np.ndarray | None
+    category_ids: np.ndarray | None = None
     thing_index: np.ndarray | None = None
     synonyms: tuple[frozenset[str], ...] = ()
 
@@ -38,9 +42,10 @@ class LabelSet:
 
     @classmethod
     def from_names(cls, name: str, names) -> LabelSet:
-        """A label set known only by its class names: no colours, every class a thing."""
+        """A label set known only by its class names: no colours, every class a thing, ids 1..N."""
         names = tuple(names)
         return cls(name=name, names=names, isthing=np.ones(len(names), dtype=bool), colors=None,
+                   category_ids=np.arange(1, len(names) + 1),
                    synonyms=tuple(frozenset({_normalise(n)}) for n in names))
 
     def matches(self, index: int, name: str) -> bool:
@@ -91,10 +96,11 @@ def load_labels(name: str) -> LabelSet:
         names=tuple(c["name"] for c in categories),
         isthing=np.array([bool(c["isthing"]) for c in categories]),
         colors=np.array([c["color"] for c in categories], dtype=np.uint8).reshape(-1, 3),
+        category_ids=np.array([c.get("category_id", c["id"]) for c in categories], dtype=np.int64),
         thing_index=thing_index,
         synonyms=tuple(_synonyms(c) for c in categories),
     )
-    for array in (labels.isthing, labels.colors, labels.thing_index):
+    for array in (labels.isthing, labels.colors, labels.category_ids, labels.thing_index):
         if array is not None:
             array.flags.writeable = False
     return labels

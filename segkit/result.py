@@ -30,9 +30,18 @@ class Result:
     """Segments of one image, at the image's own size.
 
     ``masks[i]``, ``labels[i]``, ``scores[i]``, ``boxes[i]`` describe segment ``i``.
-    ``class_ids[i]`` indexes ``class_names`` (so renderers can colour by class) and
-    ``segment_ids[i]`` is the segment's value in ``label_map`` for instance/panoptic results
-    (for semantic results ``label_map`` holds class indices instead).
+    ``class_ids[i]`` indexes ``class_names`` (so renderers can colour by class);
+    ``category_ids[i]`` is the dataset's own category id, the number evaluation tools expect
+    (COCO panoptic 1..200 with gaps, ADE20K 1..150, Cityscapes label ids; 1 for class-agnostic
+    objects; 1..P for CLIPSeg's prompts in order); ``segment_ids[i]`` is the segment's value in
+    ``label_map`` for panoptic results.
+
+    ``label_map`` per kind: semantic, the class index of every pixel (-1 where no kept class);
+    panoptic, the segment id of every pixel (0 = none); prompted with ``combine``, 1 + the prompt
+    index (0 = background); instance (and prompted without ``combine``), None: masks may overlap.
+
+    Select segments like supervision's ``Detections``: ``result[0]``, ``result[1:3]``,
+    ``result[result.scores > 0.5]`` give a Result with only those segments.
     """
 
     kind: str
@@ -44,6 +53,7 @@ class Result:
     heatmaps: np.ndarray | None = None
     class_names: list[str] = field(default_factory=list)
     class_ids: np.ndarray | None = None
+    category_ids: np.ndarray | None = None
     segment_ids: np.ndarray | None = None
     is_thing: np.ndarray | None = None
     palette: np.ndarray | None = None
@@ -60,9 +70,14 @@ class Result:
         if self.class_ids is None:
             self.class_ids = np.full(n, -1, dtype=np.int64)
         self.class_ids = np.asarray(self.class_ids, dtype=np.int64).reshape(n)
+        if self.category_ids is None:
+            self.category_ids = np.where(self.class_ids >= 0, self.class_ids + 1, 1)
+        self.category_ids = np.asarray(self.category_ids, dtype=np.int64).reshape(n)
         if self.segment_ids is None:
             self.segment_ids = np.arange(1, n + 1, dtype=np.int32)
         self.segment_ids = np.asarray(self.segment_ids, dtype=np.int32).reshape(n)
+        if self.is_thing is not None:
+            self.is_thing = np.asarray(self.is_thing, dtype=bool).reshape(n)
         if self.label_map is not None:
             self.label_map = np.asarray(self.label_map, dtype=np.int32)
         if self.heatmaps is not None:
@@ -73,6 +88,33 @@ class Result:
     def __len__(self) -> int:
         return len(self.masks)
 
+    def __getitem__(self, index) -> Result:
+        """The segments picked by an int, a slice, an index array or a boolean mask, as a Result.
+
+        Pixels of dropped segments leave ``label_map`` (-1 for semantic classes, 0 otherwise).
+        """
+        picked = np.arange(len(self))[np.array([index]) if isinstance(index, (int, np.integer)) else index]
+        picked = np.atleast_1d(picked)
+        label_map = self.label_map
+        if label_map is not None:
+            keep_values = (self.class_ids if self.kind == "semantic" else self.segment_ids)[picked]
+            label_map = np.where(np.isin(label_map, keep_values), label_map, -1 if self.kind == "semantic" else 0)
+        return Result(
+            kind=self.kind, masks=self.masks[picked], labels=[self.labels[i] for i in picked],
+            scores=self.scores[picked], boxes=self.boxes[picked], label_map=label_map,
+            heatmaps=None if self.heatmaps is None else self.heatmaps[picked], class_names=list(self.class_names),
+            class_ids=self.class_ids[picked], category_ids=self.category_ids[picked],
+            segment_ids=self.segment_ids[picked], is_thing=None if self.is_thing is None else self.is_thing[picked],
+            palette=self.palette, meta=dict(self.meta))
+
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        shown = ", ".join(f"{label} {score:.2f}" for label, score in zip(self.labels[:5], self.scores[:5]))
+        more = f", … {len(self) - 5} more" if len(self) > 5 else ""
+        extras = "".join(f", {name}={getattr(self, name).shape}" for name in ("label_map", "heatmaps")
+                         if getattr(self, name) is not None)
+        return f"Result({self.kind!r}, {len(self)} segments at {h}x{w}: [{shown}{more}]{extras})"
+
     @property
     def image_size(self) -> tuple[int, int]:
         """(H, W) of the image the result belongs to."""
@@ -81,26 +123,59 @@ class Result:
                 return tuple(arr.shape[-2:])
         return tuple(self.meta.get("image_size", (0, 0)))
 
-    def to_coco(self) -> list[dict]:
-        """Segments as COCO result records with compressed-RLE masks (pycocotools format)."""
+    def segment_map(self) -> np.ndarray:
+        """int32 (H, W) of segment ids, 0 where no segment: the panoptic label map, else the masks
+        painted from lowest to highest score (the best segment wins where masks overlap)."""
+        if self.kind == "panoptic" and self.label_map is not None:
+            return self.label_map
+        ids = np.zeros(self.image_size, dtype=np.int32)
+        for i in np.argsort(self.scores, kind="stable"):
+            ids[self.masks[i]] = self.segment_ids[i]
+        return ids
+
+    def to_coco(self, image_id=None) -> list[dict]:
+        """Segments as COCO result records with compressed-RLE masks (pycocotools format).
+
+        ``category_id`` is the dataset's category id, so the records can be scored by pycocotools
+        against real annotations; ``image_id`` is added to every record when given.
+        """
         from pycocotools import mask as mask_utils
 
         records = []
         for i in range(len(self)):
             mask = np.asfortranarray(self.masks[i].astype(np.uint8))
             rle = mask_utils.encode(mask)
-            rle["counts"] = rle["counts"].decode("utf-8")
             x1, y1, x2, y2 = (float(v) for v in self.boxes[i])
-            record = {
+            record = {} if image_id is None else {"image_id": image_id}
+            record.update({
                 "id": int(self.segment_ids[i]),
                 "label": self.labels[i],
-                "category_id": int(self.class_ids[i]),
+                "category_id": int(self.category_ids[i]),
                 "score": float(self.scores[i]),
                 "bbox": [x1, y1, x2 - x1, y2 - y1],
                 "area": int(self.masks[i].sum()),
-                "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"]},
-            }
+                "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")},
+            })
             if self.is_thing is not None:
                 record["isthing"] = bool(self.is_thing[i])
             records.append(record)
         return records
+
+    def to_panoptic(self) -> tuple[np.ndarray, list[dict]]:
+        """COCO panoptic form: an RGB uint8 image with ``id = R + 256 G + 256² B`` (0 = none) and
+        its ``segments_info`` (id, category_id, iscrowd, area, bbox, isthing), as panopticapi reads."""
+        ids = self.segment_map()
+        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+        present = np.bincount(ids.ravel(), minlength=int(self.segment_ids.max(initial=0)) + 1)
+        info = []
+        for i in range(len(self)):
+            sid = int(self.segment_ids[i])
+            area = int(present[sid]) if sid < len(present) else 0
+            if area == 0:
+                continue  # painted over by better segments
+            ys, xs = np.nonzero(ids == sid)
+            x, y = int(xs.min()), int(ys.min())
+            info.append({"id": sid, "category_id": int(self.category_ids[i]), "iscrowd": 0, "area": area,
+                         "bbox": [x, y, int(xs.max()) + 1 - x, int(ys.max()) + 1 - y],
+                         "isthing": bool(self.is_thing[i]) if self.is_thing is not None else True})
+        return rgb, info

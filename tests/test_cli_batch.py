@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import segkit
-from segkit.backends.cutler import CutLERSegmenter
+from segkit.backends.cutler.segmenter import CutLERSegmenter
 from segkit.backends.base import Segmenter
 from segkit.cli import main
 from segkit.registry import get_spec

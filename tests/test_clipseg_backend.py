@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import segkit
-from segkit.backends import clipseg
+from segkit.backends.clipseg import segmenter as clipseg
 from segkit.errors import CheckpointError, ConfigError, SegkitError
 from segkit.result import boxes_from_masks
 from tiny_models import make_tiny_clipseg

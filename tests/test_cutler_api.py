@@ -8,7 +8,9 @@ from torch.nn import functional as F
 from torchvision.ops import box_iou
 
 import segkit
-from segkit.backends.cutler import CutLERSegmenter, build_model, class_names, load_config
+from segkit.backends.cutler.config import load_config
+from segkit.backends.cutler.model import build_model
+from segkit.backends.cutler.segmenter import CutLERSegmenter, classes
 from segkit.backends.cutler.checkpoint import read_state_dict
 from segkit.backends.cutler.layers import ConvNorm, FrozenBatchNorm2d
 from segkit.backends.cutler.postprocess import paste_masks
@@ -176,15 +178,16 @@ def test_multi_class_models_pick_each_detections_class(tmp_path, cutler_dir, img
     assert logits.shape[1] == 3
     expected = logits[torch.arange(30), found.classes].sigmoid()
     torch.testing.assert_close(trace["mask_probs_28"], expected, rtol=0, atol=0)
-    assert class_names(cfg) == ["class 0", "class 1", "class 2"]
+    assert classes(cfg) == (["class 0", "class 1", "class 2"], [1, 2, 3])
 
 
 def test_coco_fine_tunes_get_coco_names(tmp_path, cutler_dir):
     path = tmp_path / "coco.yaml"
     path.write_text('_BASE_: "{}"\nMODEL: {{ROI_HEADS: {{NUM_CLASSES: 80}}}}\nDATASETS: {{TEST: [coco_2017_val]}}\n'
                     .format(cutler_dir / "cascade_tiny.yaml"))
-    names = class_names(load_config(path))
+    names, ids = classes(load_config(path))
     assert len(names) == 80 and names[:3] == ["person", "bicycle", "car"] and names[-1] == "toothbrush"
+    assert ids[:3] == [1, 2, 3] and ids[-1] == 90  # COCO's category ids, with their gaps
 
 
 HALF_MATCH_FRACTION = 0.8

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from segkit.backends.cutler import CutLERModel, build_model, load_config
+from segkit.backends.cutler.config import load_config
+from segkit.backends.cutler.model import CutLERModel, build_model
 from segkit.backends.cutler.checkpoint import describe_state_dict, read_state_dict
 from segkit.errors import CheckpointError
 

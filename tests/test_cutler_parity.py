@@ -12,7 +12,8 @@ import torch
 from torchvision.ops import box_iou
 
 import segkit
-from segkit.backends.cutler import build_model, load_config
+from segkit.backends.cutler.config import load_config
+from segkit.backends.cutler.model import build_model
 from segkit.backends.cutler.checkpoint import read_state_dict
 from segkit.backends.cutler.postprocess import rescale_boxes
 from segkit.imageio import read_image

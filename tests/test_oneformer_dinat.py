@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import segkit
-from segkit.backends import oneformer
+from segkit.backends.oneformer import segmenter as oneformer
 from segkit.registry import get_spec
 
 

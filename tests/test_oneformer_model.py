@@ -12,7 +12,7 @@ import torch
 import segkit
 from segkit.backends import oneformer
 from segkit.backends.oneformer.processing import preprocess
-from segkit.backends.oneformer.tasks import TASKS, shipped_ids, task_text
+from segkit.backends.oneformer.tasks import TASKS, shipped_ids, task_text, task_token_ids
 from segkit.errors import CheckpointError, ConfigError, OptionError
 from segkit.imageio import read_image
 from segkit.labels import load_labels
@@ -104,7 +104,7 @@ def test_shipped_task_ids_are_what_oneformer_processor_makes(fixtures_dir):
     from safetensors.torch import load_file
 
     made = load_file(str(fixtures_dir / "dinat" / "oneformer" / "inputs.safetensors"))["task_inputs"]
-    ids = oneformer.task_token_ids(None, 77)
+    ids = task_token_ids(None, 77)
     assert made.tolist() == [ids[task] for task in ("semantic", "instance", "panoptic")]
 
 

@@ -13,8 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ...errors import CheckpointError, ConfigError
-
-TASKS = ("semantic", "instance", "panoptic")
+from . import TASKS
 
 
 def task_text(task: str) -> str:

@@ -1,10 +1,4 @@
-"""CLIPSeg: zero-shot segmentation from text prompts or example-image prompts.
-
-Runs transformers' ``CLIPSegForImageSegmentation`` with the same preprocessing and the same numbers
-as its own forward pass, but without repeating work: each image is encoded once for all its prompts
-(and only up to the deepest layer the decoder reads), each text prompt is embedded once per segmenter
-(padded to the longest prompt, not to 77 tokens), and the decoder runs batched over prompts and images.
-"""
+"""The CLIPSeg segmenter: transformers' model run without repeated work (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -16,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, ConfigError, OptionError, first_line
-from ..imageio import as_rgb_array
-from ..options import Option
-from ..registry import ModelSpec
-from ..result import Result, boxes_from_masks
-from .base import Segmenter
+from ...errors import CheckpointError, ConfigError, OptionError, first_line
+from ...imageio import as_rgb_array
+from ...registry import ModelSpec
+from ...result import Result, boxes_from_masks
+from ..base import Segmenter
+from . import OPTIONS
 
-DEFAULT_THRESHOLD = 0.4
 DECODER_PAIRS = 64  # (image, prompt) pairs per decoder pass
 MLP_CHUNK_BYTES = 16 * 2**20  # MLP hidden activations computed at a time (see _mlp_in_chunks)
 
@@ -36,8 +29,8 @@ def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> "
     """
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-    from ..device import resolve_dtype
-    from ..weights import resolve
+    from ...device import resolve_dtype
+    from ...weights import resolve
 
     if config is not None:
         raise ConfigError(f"{config}: CLIPSeg reads its config from the weights folder; drop the config option")
@@ -59,14 +52,7 @@ def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> "
 class CLIPSegSegmenter(Segmenter):
     """Text- and image-prompted segmentation; ``.model`` is the transformers model, ``.processor`` its processor."""
 
-    OPTIONS = (
-        Option("prompts", "strs", (), "Text prompt (repeat for several).", flag="--prompt", short="-p"),
-        Option("prompt_images", "any", (), "Example images to segment by (visual prompts): paths, arrays, "
-               "or {label: image}.", cli=False),
-        Option("threshold", "float", DEFAULT_THRESHOLD, "Heatmap threshold: a mask is heatmap > threshold.",
-               min=0, max=1),
-        Option("combine", "bool", False, "One label map: each pixel to the best prompt above the threshold."),
-    )
+    OPTIONS = OPTIONS
 
     def __init__(self, spec: ModelSpec, model, processor, device, dtype):
         super().__init__(spec, model, device, dtype)
