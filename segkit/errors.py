@@ -9,6 +9,10 @@ class ImageReadError(SegkitError):
     """An input could not be read as an image."""
 
 
+class DiskFullError(SegkitError):
+    """The output disk is full: every next image would fail alike, so a batch stops."""
+
+
 class WeightsUnavailableError(SegkitError):
     """Weights are neither cached nor reachable."""
 

@@ -25,7 +25,8 @@ class Option:
     any value the backend understands; the CLI does not build a flag for it). ``default`` None
     means "the backend decides" (usually a value from its config). ``flag`` is the CLI flag
     (default ``--name`` with '-' for '_'); ``cli=False`` keeps an option out of the generic flags
-    (a command module sets it, e.g. OneFormer's ``task`` from the command name).
+    (a command module sets it, e.g. OneFormer's ``task`` from the command name); ``separator``
+    lets one CLI value of a 'strs' option hold several (``--label-set person,dog``).
     """
 
     name: str
@@ -37,6 +38,7 @@ class Option:
     choices: tuple | None = None
     flag: str | None = None
     short: str | None = None
+    separator: str | None = None
     cli: bool = True
 
     def check(self, value, owner: str):

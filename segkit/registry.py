@@ -24,6 +24,7 @@ class ModelSpec:
     options: dict = field(default_factory=dict)
     labels: str | None = None
     default: bool = False
+    select: dict = field(default_factory=dict)
     size_mb: float | None = None
     license: str = ""
     paper: str = ""
@@ -38,12 +39,32 @@ class ModelSpec:
 
 
 @functools.cache
-def _specs() -> dict[str, ModelSpec]:
+def _declared() -> dict:
     import yaml
 
-    text = resources.files("segkit").joinpath("models.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(resources.files("segkit").joinpath("models.yaml").read_text(encoding="utf-8"))
+
+
+def selectors(backend: str) -> dict[str, dict]:
+    """The flags that pick one of a backend's models (models.yaml ``select``), e.g. OneFormer's
+    dataset and backbone: {key: {choices, default (the default model's), help}}."""
+    specs = [s for s in _specs().values() if s.backend == backend]
+    helps = _declared().get("selectors", {})
+    found = {}
+    for spec in specs:
+        for key, value in spec.select.items():
+            entry = found.setdefault(key, {"choices": [], "default": None, "help": helps.get(key, "")})
+            if value not in entry["choices"]:
+                entry["choices"].append(value)
+            if spec.default:
+                entry["default"] = value
+    return found
+
+
+@functools.cache
+def _specs() -> dict[str, ModelSpec]:
     specs = {}
-    for name, entry in yaml.safe_load(text)["models"].items():
+    for name, entry in _declared()["models"].items():
         entry = dict(entry)
         entry["tasks"] = tuple(entry.get("tasks", ()))
         specs[name] = ModelSpec(name=name, **entry)

@@ -77,7 +77,7 @@ def test_models_list(tmp_path):
     for name in ("clipseg-rd64-refined", "cutler-cascade", "oneformer-coco-dinat-l", "oneformer-ade20k-swin-l"):
         assert name in proc.stdout
     proc = _run("models", "download", "no-such-model", env=env)
-    assert proc.returncode == 1 and "unknown model" in proc.stderr
+    assert proc.returncode == 2 and "unknown model" in proc.stderr
 
 
 def test_info():

@@ -70,10 +70,10 @@ def test_batch_goes_on_past_bad_files(tmp_path, fake_load):
         labels = np.asarray(Image.open(out / f"{stem}_labels.png"))
         assert labels.dtype == np.uint16 and (labels[:, :10] == 1).all() and (labels[:, 10:] == 0).all()
         record = json.loads((out / f"{stem}.json").read_text())
-        assert record["options"] == {"threshold": 0.5}
+        assert record["options"] == {"threshold": 0.5, "max_detections": None}  # every option, defaults too
         assert record["segments"][0]["bbox"] == [0, 0, 10, 10]
         assert {"total_s", "read_s"} <= set(record["timings"])
-    assert all(opts == {"threshold": 0.5} for _, opts in fake_load.calls)
+    assert all(opts == {"threshold": 0.5, "max_detections": None} for _, opts in fake_load.calls)
     assert len(fake_load.calls) == 3  # a, big, b: each computed once, none again after big failed
 
 
@@ -105,7 +105,10 @@ def test_all_good_exit_0_and_folder_input(tmp_path, fake_load):
     assert not (tmp_path / "o" / "x.json").exists()  # --save chose masks only (plus the overlay)
 
 
-def test_debug_shows_traceback(tmp_path, fake_load):
+def test_debug_shows_each_traceback_and_the_batch_goes_on(tmp_path, fake_load):
     oom = _img(tmp_path / "big.png", w=13)
-    result = CliRunner().invoke(main, ["cutler", str(oom), "-o", str(tmp_path / "o"), "--debug"])
-    assert result.exit_code == 1 and isinstance(result.exception, OutOfMemoryError)
+    good = _img(tmp_path / "good.png")
+    result = CliRunner().invoke(main, ["cutler", str(oom), str(good), "-o", str(tmp_path / "o"), "--debug"])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" in result.stderr and "OutOfMemoryError: CUDA out of memory" in result.stderr
+    assert (tmp_path / "o" / "good_overlay.png").is_file()

@@ -21,7 +21,7 @@ def test_cutler_cli_matches_detectron2_outputs(tmp_path, fixtures_dir):
     assert result.exit_code == 0, result.output
     ref = np.load(cutler / "cascade_tiny_img1_outputs.npz")
     record = json.loads((out / "img1.json").read_text())
-    assert record["kind"] == "instance" and record["options"] == {"threshold": 0.05}
+    assert record["kind"] == "instance" and record["options"] == {"threshold": 0.05, "max_detections": 50}
     segments = record["segments"]
     assert len(segments) == len(ref["scores"])
     for seg, box, score, mask in zip(segments, ref["pred_boxes"], ref["scores"], ref["pred_masks"]):

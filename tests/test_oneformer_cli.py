@@ -28,7 +28,7 @@ def run_cli(task, photo, weights, out):
             "-o", str(out), "--save", "labels,json", "--device", "cpu"]
     run = CliRunner().invoke(main, args)
     assert run.exit_code == 0, run.output
-    assert run.stdout.strip().splitlines()[-1].startswith("1 images, 0 failed")
+    assert run.stdout.strip().splitlines()[-1].startswith("1 image, 0 failed")
     record = json.loads((out / "cat.json").read_text())
     assert record["model"] == "oneformer-ade20k-swin-l" and record["kind"] == task
     masks = [mask_utils.decode(s["segmentation"]).astype(bool) for s in record["segments"]]

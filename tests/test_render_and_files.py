@@ -1,15 +1,12 @@
-"""Renderer and output files on small synthetic results (no model needed)."""
+"""Renderer and Result on small synthetic results (no model needed)."""
 
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segkit import render
-from segkit.errors import SegkitError
-from segkit.files import OutputWriter, check_writable, collect_inputs, slug
 from segkit.result import Result, boxes_from_masks
 
 
@@ -91,69 +88,3 @@ def test_semantic_without_palette_colours_by_class_everywhere():
     flat = np.asarray(labels.getpalette(), np.uint8).reshape(-1, 3)
     assert (flat[[2, 5]] == render.segment_colors(sem)).all()  # S_labels.png and overlay agree
     assert not (flat[2] == flat[5]).all()
-
-
-def test_writer_outputs(tmp_path):
-    masks = _masks()
-    heat = masks.astype(np.float32) * 0.75
-    res = Result("prompted", masks, ["cat", "../../evil"], [0.75, 0.75], boxes_from_masks(masks), heatmaps=heat,
-                 label_map=np.where(masks[0], 1, np.where(masks[1], 2, 0)))
-    out = tmp_path / "out"
-    writer = OutputWriter(out, save=("labels", "json", "heatmaps", "masks", "grid"))
-    written = writer.write(tmp_path / "a" / "pic.jpg", _image(), res, {"prompts": ["cat", "../../evil"]})
-    names = sorted(p.relative_to(out).as_posix() for p in written)
-    assert names == sorted(["pic_overlay.png", "pic_labels.png", "pic_cat_heat.png", "pic_evil_heat.png",
-                            "pic_masks/000_cat.png", "pic_masks/001_evil.png", "pic_grid.png", "pic.json"])
-    assert all(p.resolve().is_relative_to(out.resolve()) for p in written)
-    heat_png = np.asarray(Image.open(out / "pic_cat_heat.png"))
-    assert heat_png.dtype == np.uint8 and heat_png.max() == round(0.75 * 255)
-    record = json.loads((out / "pic.json").read_text())
-    assert record["kind"] == "prompted" and record["width"] == 30 and record["height"] == 20
-    assert [s["label"] for s in record["segments"]] == ["cat", "../../evil"]
-    assert record["segments"][0]["heatmap_file"] == "pic_cat_heat.png"
-    # Same stem again (another folder, other case): new names, nothing overwritten on any file system.
-    second = writer.write(tmp_path / "b" / "pic.png", _image(), res, {})
-    assert second[0].name == "pic-1_overlay.png"
-    third = writer.write(tmp_path / "c" / "PIC.png", _image(), res, {})
-    assert third[0].name == "PIC-2_overlay.png"
-
-
-def test_writer_never_overwrites_inputs(tmp_path):
-    masks = _masks()
-    res = Result("instance", masks, ["o", "o"], [1, 1], boxes_from_masks(masks))
-    victim = tmp_path / "x_overlay.png"
-    victim.write_bytes(b"precious")
-    writer = OutputWriter(tmp_path, inputs=[tmp_path / "x.jpg", victim])
-    written = writer.write(tmp_path / "x.jpg", _image(), res, {})
-    assert victim.read_bytes() == b"precious"
-    assert victim not in written
-
-
-def test_slug():
-    assert slug("../x") == "x"
-    assert slug("a dog / cat") == "a-dog-cat"
-    assert slug("...") == "prompt"
-
-
-def test_collect_inputs(tmp_path):
-    (tmp_path / "sub").mkdir()
-    for name in ("a.jpg", "b.PNG", "notes.txt", "sub/c.webp"):
-        (tmp_path / name).write_bytes(b"x")
-    found = collect_inputs([str(tmp_path)])
-    assert [p.name for p in found.paths] == ["a.jpg", "b.PNG"]
-    found = collect_inputs([str(tmp_path)], recursive=True)
-    assert sorted(p.name for p in found.paths) == ["a.jpg", "b.PNG", "c.webp"]
-    found = collect_inputs([str(tmp_path / "*.jpg"), str(tmp_path / "a.jpg"), str(tmp_path / "nope.jpg")])
-    assert [p.name for p in found.paths] == ["a.jpg"] and len(found.missing) == 1
-    found = collect_inputs([str(tmp_path)], recursive=True, exclude=tmp_path / "sub")
-    assert sorted(p.name for p in found.paths) == ["a.jpg", "b.PNG"]
-    found = collect_inputs([str(tmp_path / "sub" / "c.webp")], exclude=tmp_path / "sub")
-    assert [p.name for p in found.paths] == ["c.webp"]  # a file named explicitly is always kept
-
-
-def test_check_writable(tmp_path):
-    check_writable(tmp_path / "new" / "deep")
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    with pytest.raises(SegkitError, match="not writable"):
-        check_writable(blocker / "out")

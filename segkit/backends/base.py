@@ -27,15 +27,11 @@ class Segmenter:
         self.model = model
         self.device = device
         self.dtype = dtype
+        self.source = {"model": spec.name}  # where the weights came from (segkit.load fills it in)
 
     @property
     def name(self) -> str:
         return self.spec.name
-
-    @property
-    def source(self) -> dict:
-        """Where the weights came from, for S.json: set by the backend's loader."""
-        return getattr(self, "_source", {"model": self.name})
 
     def options(self, **given) -> dict:
         """The value of every option for a call with ``given``: checked, with models.yaml's and the

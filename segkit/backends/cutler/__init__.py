@@ -8,6 +8,7 @@ detectron2 checkpoints, run in plain PyTorch + torchvision (no detectron2).
 from ...options import Option
 
 TASKS = ("instance",)
+CONFIG_HELP = "detectron2-style YAML config of the CutLER family (default: the model's built-in one)."
 OPTIONS = (
     Option("threshold", "float", None, "Keep detections scoring above this (default: the model's, 0.35 as in "
            "CutLER's demo; replaces the config's SCORE_THRESH_TEST).", min=0, max=1),

@@ -8,12 +8,13 @@ label sets (``segkit/labels/``), checked against the checkpoint's ``config.id2la
 from ...options import Option
 
 TASKS = ("semantic", "instance", "panoptic")
+CONFIG_HELP = "A OneFormer config.json to use instead of the checkpoint's own."
 OPTIONS = (
     Option("task", "str", "semantic", "What to segment: semantic, instance or panoptic.", choices=TASKS,
            cli=False),
     Option("threshold", "float", None, "Object-mask threshold: instances keep a class probability above it, "
            "panoptic keeps queries scoring above it (default: the dataset's value).", min=0, max=1),
-    Option("label_set", "strs", None, "Keep only these class names (comma-separated or repeated)."),
+    Option("label_set", "strs", None, "Keep only these class names (comma-separated or repeated).", separator=","),
 )
 
 

@@ -1,0 +1,189 @@
+"""The batch loop every front end shares: read, predict, write, report — one Outcome per input.
+
+The CLI, ``segkit eval``, the web demo and the Ray engine are thin layers over :func:`run`. It never
+exits the process: an input that fails becomes an Outcome with its reason and the batch goes on;
+only errors that every next input would share (a bad option, a full disk) and interrupts stop it,
+as exceptions. Images are read one batch ahead and written one image behind, in background
+threads, so the model rarely waits for decoding, drawing or PNG encoding.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DiskFullError, RequestError, SegkitError
+
+PENDING_WRITES = 1  # results written behind the model, at most (each holds an image and its masks)
+
+
+@dataclass
+class Outcome:
+    """What became of one input: its result and files, or the one-line reason it failed."""
+
+    source: Path | str
+    result: object = None
+    files: list[Path] = field(default_factory=list)
+    error: str | None = None
+    exception: BaseException | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def describe(source, exc: BaseException) -> str:
+    """A failure as one line that names the input (and the fix where segkit knows it)."""
+    if isinstance(exc, SegkitError):
+        text = str(exc)
+        return text if text.startswith(str(source)) else f"{source}: {text}"
+    if type(exc).__name__ == "OutOfMemoryError":
+        return f"{source}: out of GPU memory; use a smaller --batch-size or --device cpu"
+    return f"{source}: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError"
+
+
+def _release_gpu_memory() -> None:
+    import torch
+
+    torch.cuda.empty_cache()
+
+
+def run(segmenter, inputs, options=None, writer=None, *, batch_size: int = 1, max_pixels: int | None = None,
+        progress=None):
+    """Segment every input in order and yield one :class:`Outcome` per input, in input order.
+
+    ``inputs`` are paths (or arrays / PIL images, named ``image-N``); ``options`` the predict
+    options, checked before the first image (an OptionError is raised at once); ``writer`` an
+    OutputWriter (or None: results only). ``progress(done, total)`` is called after each input.
+    A DiskFullError or an interrupt stops the batch; files of the image being written then are
+    removed, never left partial.
+    """
+    from .imageio import as_rgb_array, read_image
+
+    options = dict(options or {})
+    segmenter.options(**options)  # a bad option fails before any image is read
+    inputs = list(inputs)
+    total = len(inputs)
+    done = 0
+    aborted = threading.Event()
+
+    def read(item):
+        source, value = item
+        start = time.perf_counter()
+        try:
+            rgb = read_image(value, max_pixels=max_pixels) if isinstance(value, (str, Path)) else as_rgb_array(value)
+            return source, rgb, time.perf_counter() - start, None
+        except Exception as exc:
+            return source, None, 0.0, exc
+
+    def write(source, rgb, result, started):
+        files = writer.write(source, rgb, result, abort=aborted.is_set) if writer is not None else []
+        return Outcome(source, result, files, seconds=time.perf_counter() - started)
+
+    named = [(value if isinstance(value, (str, Path)) else f"image-{k}", value) for k, value in enumerate(inputs, 1)]
+    batches = [named[i:i + batch_size] for i in range(0, total, batch_size)]
+    pending = collections.deque()  # (outcome or future) in input order
+
+    def drain(keep: int):
+        nonlocal done
+        while len(pending) > keep or (pending and _ready(pending[0])):
+            item = pending.popleft()
+            outcome = item if isinstance(item, Outcome) else _outcome_of(item)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            yield outcome
+
+    def _outcome_of(future):
+        return future.result()
+
+    reader = ThreadPoolExecutor(1, thread_name_prefix="segkit-read")
+    writer_pool = ThreadPoolExecutor(1, thread_name_prefix="segkit-write")
+    try:
+        next_batch = reader.submit(lambda b=batches[0] if batches else []: [read(i) for i in b])
+        for index in range(len(batches)):
+            loaded = next_batch.result()
+            if index + 1 < len(batches):
+                next_batch = reader.submit(lambda b=batches[index + 1]: [read(i) for i in b])
+            started = time.perf_counter()
+            good = []
+            for source, rgb, read_s, exc in loaded:
+                if exc is not None:
+                    pending.append(Outcome(source, error=describe(source, exc), exception=exc))
+                else:
+                    good.append((source, rgb, read_s))
+            for source, rgb, result, exc in _predict(segmenter, good, options):
+                if exc is not None:
+                    if _is_oom(exc):
+                        _release_gpu_memory()
+                    pending.append(Outcome(source, error=describe(source, exc), exception=exc))
+                    continue
+                future = writer_pool.submit(_guard, write, source, rgb, result, started)
+                pending.append(future)
+                yield from drain(PENDING_WRITES)
+            yield from drain(PENDING_WRITES)
+        yield from drain(0)
+    except BaseException:
+        aborted.set()
+        raise
+    finally:
+        for item in pending:
+            if not isinstance(item, Outcome):
+                item.cancel()
+        writer_pool.shutdown(wait=True)
+        reader.shutdown(wait=True, cancel_futures=True)
+
+
+def _ready(item) -> bool:
+    return isinstance(item, Outcome) or item.done()
+
+
+def _guard(write, source, rgb, result, started) -> Outcome:
+    """Run one write; a failure of this image becomes its Outcome, a full disk stops the batch."""
+    try:
+        return write(source, rgb, result, started)
+    except (DiskFullError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        return Outcome(source, result, error=describe(source, exc), exception=exc)
+
+
+def _predict(segmenter, batch, options):
+    """Yield (source, rgb, result, error) for each image of ``batch``.
+
+    Backends that batch get the whole batch, retried image by image if it fails; the others run
+    image by image from the start, so no image is computed twice. A RequestError (the options
+    themselves are impossible) stops the run.
+    """
+    if len(batch) > 1 and not segmenter.batches:
+        for item in batch:
+            yield from _predict(segmenter, [item], options)
+        return
+    if not batch:
+        return
+    try:
+        results = segmenter.predict_batch([rgb for _, rgb, _ in batch], **options)
+    except RequestError:
+        raise
+    except Exception as exc:
+        if len(batch) == 1 or isinstance(exc, SegkitError):
+            for source, rgb, _ in batch:
+                yield source, rgb, None, exc
+            return
+        if _is_oom(exc):
+            _release_gpu_memory()
+        for item in batch:
+            yield from _predict(segmenter, [item], options)
+        return
+    for (source, rgb, read_s), result in zip(batch, results):
+        result.meta.setdefault("timings", {})["read_s"] = read_s
+        yield source, rgb, result, None
