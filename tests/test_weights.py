@@ -52,8 +52,9 @@ def test_offline_and_unreachable_fail_fast(isolated_cache, monkeypatch):
         with pytest.raises(WeightsUnavailableError) as err:
             weights.resolve(spec)
         message = str(err.value)
-        assert spec.name in message and "segkit models download" in message and "--weights" in message
-        assert spec.source in message
+        assert spec.name in message and "segkit models download" in message and "weights=" in message
+        assert spec.source in message and str(weights.cache_location(spec)) in message
+        assert err.value.for_cli() == message.replace("weights= a local copy", "--weights PATH")
         assert time.perf_counter() - start < 30
         assert not weights.is_cached(spec)
 

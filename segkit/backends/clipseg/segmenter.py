@@ -118,8 +118,8 @@ class CLIPSegSegmenter(Segmenter):
         texts, named = _labelled_prompts(prompts, prompt_images)
         labels = texts + list(named)
         if not labels:
-            raise OptionError("CLIPSeg needs at least one prompt: give prompts= (--prompt TEXT) or "
-                              "prompt_images= (--prompt-image PATH)")
+            raise OptionError("CLIPSeg needs at least one prompt: give prompts= or prompt_images=",
+                              cli="CLIPSeg needs at least one prompt: give --prompt TEXT or --prompt-image PATH")
         return labels, texts, [as_rgb_array(image) for image in named.values()]
 
     def _logits(self, rgbs, texts, images):
