@@ -37,6 +37,10 @@ class RequestError(SegkitError):
     alike, so a batch stops at once and the CLI exits 2."""
 
 
+class PickledCodeError(CheckpointError):
+    """A weights file needs pickled Python code to load; segkit never runs it."""
+
+
 class ConfigError(RequestError):
     """A model config asks for something segkit cannot honour."""
 

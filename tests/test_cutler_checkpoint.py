@@ -88,7 +88,7 @@ def test_describe_recognises_both_tiny_checkpoints(cutler_dir, cascade_state):
 def test_checkpoints_needing_pickled_code_are_refused(tmp_path, cascade_state):
     path = tmp_path / "pickled.pth"
     torch.save({"model": cascade_state, "args": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(CheckpointError, match=r"refused, the file needs pickled code to load \(argparse\.Namespace\)"):
+    with pytest.raises(CheckpointError, match=r"the file contains pickled Python code \(argparse\.Namespace\), which segkit does not run"):
         read_state_dict(path)
 
 

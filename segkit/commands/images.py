@@ -200,6 +200,8 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         from ..weights import set_offline
 
         set_offline()
+    if debug:
+        os.environ["SEGKIT_DEBUG"] = "1"  # show transformers' load reports
     if quiet or not sys.stderr.isatty():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import segkit
