@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to ../shared, offline hub, small helpers."""
+"""Shared test fixtures: reference data in tests/fixtures, offline hub, small helpers."""
 
 import os
 from pathlib import Path
@@ -9,28 +9,25 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The ../shared folder of fixtures and photos; tests skip when it is absent."""
-    if not SHARED.is_dir():
-        if os.environ.get("CI"):  # CI always has the fixtures: a missing folder must not pass silently
-            pytest.fail(f"shared fixtures not found at {SHARED} (set SEGKIT_SHARED)")
-        pytest.skip(f"shared fixtures not found at {SHARED} (set SEGKIT_SHARED)")
-    return SHARED
+def fixtures_dir() -> Path:
+    """Reference data kept in the repository (each tests/fixtures/<name>/README.md says where it comes from)."""
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def cutler_dir(fixtures_dir) -> Path:
+    """Tiny CutLER checkpoints, configs, images and detectron2's outputs for them."""
+    return fixtures_dir / "cutler"
 
 
 @pytest.fixture(scope="session")
 def examples_dir() -> Path:
-    """The photos shipped in examples/ (the same as ../shared/images), so photo tests never skip."""
+    """The photos shipped in examples/."""
     return REPO / "examples"
-
-
-@pytest.fixture(scope="session")
-def fixtures_dir(shared_dir) -> Path:
-    return shared_dir / "fixtures"
 
 
 @pytest.fixture(autouse=True, scope="session")

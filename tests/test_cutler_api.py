@@ -18,11 +18,6 @@ from segkit.imageio import read_image
 
 
 @pytest.fixture(scope="module")
-def cutler_dir(fixtures_dir):
-    return fixtures_dir / "cutler"
-
-
-@pytest.fixture(scope="module")
 def cascade(cutler_dir):
     return segkit.load("cutler", weights=cutler_dir / "cascade_tiny.pth", config=cutler_dir / "cascade_tiny.yaml")
 

@@ -11,11 +11,6 @@ from segkit.backends.cutler.checkpoint import describe_state_dict, read_state_di
 from segkit.errors import CheckpointError
 
 
-@pytest.fixture(scope="module")
-def cutler_dir(fixtures_dir):
-    return fixtures_dir / "cutler"
-
-
 def _meta_state(cfg):
     with torch.device("meta"):
         return CutLERModel(cfg).state_dict()

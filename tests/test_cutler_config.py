@@ -9,11 +9,6 @@ from segkit.backends.cutler.config import BUILTIN, DEFAULTS, load_config
 from segkit.errors import ConfigError
 
 
-@pytest.fixture(scope="module")
-def cutler_dir(fixtures_dir):
-    return fixtures_dir / "cutler"
-
-
 def _leaves(tree, prefix=""):
     for key, value in tree.items():
         if isinstance(value, dict):

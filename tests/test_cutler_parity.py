@@ -1,4 +1,4 @@
-"""CutLER against detectron2 + CutLER's own outputs (../shared/fixtures/cutler, see its README).
+"""CutLER against detectron2 + CutLER's own outputs (tests/fixtures/cutler, see its README).
 
 Final outputs go through the public API (folded norms, channels-last: what users run); the
 intermediate tensors are checked on both the folded and the unfolded model, so a divergence is
@@ -23,11 +23,6 @@ BOX_ATOL = 1e-2
 SCORE_ATOL = 1e-4
 MASK_PIXEL_FRACTION = 1e-3
 FEATURE_RTOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def cutler_dir(fixtures_dir):
-    return fixtures_dir / "cutler"
 
 
 @pytest.fixture(scope="module")

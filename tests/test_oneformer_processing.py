@@ -1,7 +1,8 @@
-"""OneFormer pre/post-processing against the original pipeline's outputs (shared/fixtures/oneformer_post)."""
+"""OneFormer pre/post-processing against the original pipeline's outputs (tests/fixtures/oneformer_post)."""
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,11 +76,11 @@ def test_resize_table(post_dir):
         assert list(padded_size(*got, 32)) == row["padded_hw"], row
 
 
-def test_preprocessing_is_bit_exact(post_dir, shared_dir):
+def test_preprocessing_is_bit_exact(post_dir):
     cases = json.loads((post_dir / "pre" / "cases.json").read_text())
     assert len(cases) == 4
     for c in cases:
-        rgb = read_image(shared_dir.parent / c["image"])
+        rgb = read_image(post_dir / "images" / Path(c["image"]).name)
         size = shortest_edge_size(*rgb.shape[:2], c["test_short_edge"], c["test_max_size"])
         assert list(size) == c["resized_hw"]
         resized = resize_bilinear(rgb, size)
