@@ -1,6 +1,7 @@
 """segkit's neighborhood attention against legacy NATTEN's outputs and a brute-force reference of its semantics."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,14 +48,10 @@ def random_case(seed, batch, heads, height, width, dim, kernel_size, dtype=torch
 
 # ---------------------------------------------------------------- legacy NATTEN fixtures
 
-def _op_cases():
-    from conftest import SHARED
-
-    path = SHARED / "fixtures" / "dinat" / "op" / "cases.json"
-    return json.loads(path.read_text()) if path.is_file() else []
+OP_CASES = json.loads((Path(__file__).parent / "fixtures" / "dinat" / "op" / "cases.json").read_text())
 
 
-@pytest.mark.parametrize("case", _op_cases(), ids=lambda case: case["name"])
+@pytest.mark.parametrize("case", OP_CASES, ids=lambda case: case["name"])
 def test_matches_legacy_natten(case, fixtures_dir):
     from safetensors.torch import load_file
 
@@ -66,8 +63,8 @@ def test_matches_legacy_natten(case, fixtures_dir):
     torch.testing.assert_close(na2d(t["query"], t["key"], t["value"], t["rpb"], k, d), t["out"], atol=tol, rtol=tol)
 
 
-def test_fixture_cases_are_present(fixtures_dir):
-    assert len(_op_cases()) >= 10
+def test_fixture_cases_are_present():
+    assert len(OP_CASES) >= 10
 
 
 # ---------------------------------------------------------------- brute force, other shapes
