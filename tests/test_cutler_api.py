@@ -55,7 +55,7 @@ def test_result_is_an_instance_result_sorted_by_score(cascade, cutler_dir, img1)
 
 def test_default_threshold_is_cutlers_demo_value(cascade, img1):
     everything = cascade.predict(img1, threshold=0.0)
-    assert everything.scores.max() < 0.35 < 1  # this random tiny model never reaches the demo threshold
+    assert len(everything) > 0 and everything.scores.max() < 0.35  # this random tiny model never reaches 0.35
     result = cascade.predict(img1)
     assert result.meta["options"]["threshold"] == 0.35 and len(result) == 0
     assert result.masks.shape == (0, 360, 480) and result.boxes.shape == (0, 4)

@@ -83,7 +83,7 @@ def _write(folder, name, text):
 
 def _derived(tmp_path, cutler_dir, extra: str):
     """A config over the fixture's tiny cascade, with ``extra`` merged on top."""
-    base = _write(tmp_path, "base/cascade.yaml", (cutler_dir / "cascade_tiny_flat.yaml").read_text())
+    _write(tmp_path, "base/cascade.yaml", (cutler_dir / "cascade_tiny_flat.yaml").read_text())
     return _write(tmp_path, "configs/derived.yaml", '_BASE_: "../base/cascade.yaml"\n' + textwrap.dedent(extra))
 
 

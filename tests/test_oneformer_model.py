@@ -13,7 +13,7 @@ import segkit
 from segkit.backends import oneformer
 from segkit.backends.oneformer.processing import preprocess
 from segkit.backends.oneformer.tasks import TASKS, shipped_ids, task_text
-from segkit.errors import CheckpointError, ConfigError, OptionError
+from segkit.errors import CheckpointError, OptionError
 from segkit.imageio import read_image
 from segkit.labels import load_labels
 from segkit.registry import get_spec
