@@ -39,3 +39,76 @@ def _torch_threads():
         torch.set_num_threads(min(2, torch.get_num_threads()))
     except ImportError:
         pass
+
+
+# ---------------------------------------------------------------- CutLER intermediates, recorded from outside
+
+class _RecordingPooler:
+    """Stands in for one of the ROI heads' poolers (plain objects, not modules) and keeps the boxes it pools."""
+
+    def __init__(self, pooler, calls: list):
+        self.pooler, self.calls = pooler, calls
+
+    def __call__(self, features, boxes):
+        self.calls.append(boxes)
+        return self.pooler(features, boxes)
+
+
+def run_recording_intermediates(model, rgb, **options):
+    """``model(rgb, **options)`` and the intermediate tensors the CutLER fixtures hold, under their names.
+
+    Module inputs and outputs come from forward hooks (and from the poolers, wrapped for the call);
+    the per-stage decoded boxes and the cascade's averaged probabilities are computed from those as
+    detectron2 defines them (fixture README). The package itself carries no tracing code.
+    """
+    import torch
+
+    from segkit.backends.cutler import boxes as box_ops
+
+    found, rpn_maps, stage_outputs, box_pools, mask_pools = {}, [], [], [], []
+    rpn, heads = model.proposal_generator, model.roi_heads
+    stages = heads.stages()
+
+    hooks = [
+        model.backbone.register_forward_pre_hook(lambda module, args: found.update(backbone_input=args[0])),
+        model.backbone.bottom_up.register_forward_hook(  # copied now: the FPN empties this dict
+            lambda module, args, output: found.update({f"bottom_up_{k}": v for k, v in output.items()})),
+        model.backbone.register_forward_hook(
+            lambda module, args, output: found.update({f"fpn_{k}": v for k, v in output.items()})),
+        rpn.register_forward_pre_hook(lambda module, args: found.update(image_size_resized=torch.tensor(args[1]))),
+        rpn.rpn_head.register_forward_hook(lambda module, args, output: rpn_maps.append(output)),
+        rpn.register_forward_hook(
+            lambda module, args, output: found.update(rpn_proposals=output[0], rpn_proposal_logits=output[1])),
+        heads.mask_head.register_forward_hook(lambda module, args, output: found.update(mask_logits=output)),
+    ]
+    hooks += [predictor.register_forward_hook(lambda module, args, output: stage_outputs.append(output))
+              for _, predictor, _ in stages]
+    box_pooler, mask_pooler = heads.box_pooler, heads.mask_pooler
+    heads.box_pooler = _RecordingPooler(box_pooler, box_pools)
+    heads.mask_pooler = _RecordingPooler(mask_pooler, mask_pools)
+    try:
+        detections = model(rgb, **options)
+    finally:
+        heads.box_pooler, heads.mask_pooler = box_pooler, mask_pooler
+        for hook in hooks:
+            hook.remove()
+
+    assert len(rpn_maps) == len(rpn.in_features) and len(stage_outputs) == len(box_pools) == len(stages)
+    for name, (objectness, deltas) in zip(rpn.in_features, rpn_maps):
+        found[f"rpn_objectness_{name}"], found[f"rpn_deltas_{name}"] = objectness, deltas
+    found["cell_anchors"] = torch.stack(rpn.cell_anchors)
+    for k, ((logits, deltas), proposals, (_, _, weights)) in enumerate(zip(stage_outputs, box_pools, stages)):
+        found.update({f"stage{k}_proposals": proposals, f"stage{k}_cls_logits": logits.float(),
+                      f"stage{k}_box_deltas": deltas,
+                      f"stage{k}_pred_boxes": box_ops.apply_deltas(deltas, proposals, weights)})
+    if heads.cascade:
+        found["cascade_avg_probs"] = sum(found[f"stage{k}_cls_logits"].softmax(-1) for k in range(len(stages)))
+        found["cascade_avg_probs"] /= len(stages)
+    (found["boxes_resized"],) = mask_pools
+    return detections, found
+
+
+@pytest.fixture(scope="session")
+def run_recording():
+    """``run_recording(model, rgb, **options)`` -> (detections, intermediates) for a CutLER model."""
+    return run_recording_intermediates
