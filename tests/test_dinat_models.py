@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-from test_neighborhood_attention import reference_av, reference_qk
 
+from conftest import reference_av, reference_qk
 from segkit.backends.oneformer.dinat import neighborhood_attention_forward, patch_transformers_dinat
 
 TASKS = ("semantic", "instance", "panoptic")
