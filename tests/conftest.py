@@ -30,6 +30,14 @@ def examples_dir() -> Path:
     return REPO / "examples"
 
 
+@pytest.fixture(scope="session")
+def tiny_clipseg(tmp_path_factory) -> Path:
+    """A tiny CLIPSeg folder (refined decoder) that ``segkit.load("clipseg", weights=...)`` loads."""
+    from tiny_models import make_tiny_clipseg
+
+    return make_tiny_clipseg(tmp_path_factory.mktemp("tiny_clipseg"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
     """Keep the suite polite on a 2-core machine."""

@@ -14,12 +14,6 @@ from pycocotools import mask as mask_utils
 
 import segkit
 from segkit.cli import main
-from tiny_models import make_tiny_clipseg
-
-
-@pytest.fixture(scope="session")
-def tiny_clipseg(tmp_path_factory):
-    return make_tiny_clipseg(tmp_path_factory.mktemp("tiny_clipseg"))
 
 
 @pytest.fixture(scope="session")

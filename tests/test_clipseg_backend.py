@@ -16,11 +16,11 @@ PROMPTS = ["a cat", "grass", "a photo of the sky", "zebra"]  # "zebra" is not a 
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["refined", "plain"])
-def tiny(request, tmp_path_factory):
+def tiny(request, tmp_path_factory, tiny_clipseg):
     """(segmenter, reference model, reference processor) for a tiny CLIPSeg with and without the refined decoder."""
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-    folder = make_tiny_clipseg(tmp_path_factory.mktemp("clipseg"), refined=request.param)
+    folder = tiny_clipseg if request.param else make_tiny_clipseg(tmp_path_factory.mktemp("clipseg"), refined=False)
     seg = segkit.load("clipseg", weights=folder, device="cpu")
     model = CLIPSegForImageSegmentation.from_pretrained(folder).eval()
     return seg, model, CLIPSegProcessor.from_pretrained(folder)
