@@ -9,7 +9,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 import segkit
-from segkit import render
+from segkit import render, rle
 from segkit.errors import OptionError
 from segkit.registry import BACKENDS, get_spec
 from segkit.result import KINDS, Result
@@ -44,6 +44,9 @@ def test_a_tiny_model_returns_a_valid_result(loaded, examples_dir):
     assert "total_s" in result.meta["timings"] and result.meta["model"] == segmenter.name
     if result.label_map is not None:
         assert result.label_map.shape == (h, w)
+    for mask, box in zip(result.masks, result.boxes):  # each mask lies in its box (RLE reads only the box)
+        rows, cols = rle.box_slices(box, h, w)
+        assert np.count_nonzero(mask[rows, cols]) == np.count_nonzero(mask)
 
     overlay = render.overlay(np.zeros((h, w, 3), np.uint8), result)
     assert overlay.shape == (h, w, 3) and overlay.any()
