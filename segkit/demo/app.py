@@ -66,15 +66,16 @@ def _tab(gr, tab, cache, folders, max_pixels):
                 outputs.append(gr.Image(label=label, format="png", type="filepath", interactive=False,
                                         elem_id=f"{tab.backend}-{tab.figure}"))
             if tab.figure == "map":
-                outputs.append(gr.HTML(elem_id=f"{tab.backend}-legend"))
+                outputs.append(gr.HTML(label="Legend", elem_id=f"{tab.backend}-legend"))
             with gr.Row():
                 outputs.append(gr.File(label="Segments (S.json, COCO RLE)", elem_id=f"{tab.backend}-json"))
                 outputs.append(gr.File(label="Label image (S_labels.png)", elem_id=f"{tab.backend}-labels"))
-            outputs.append(gr.Markdown(elem_id=f"{tab.backend}-status"))
+            outputs.append(gr.Markdown(label="Status", elem_id=f"{tab.backend}-status"))
     gr.Examples([[str(p)] for p in example_photos()], inputs=[image], label="Example photos")
     run = _run_function(gr, tab, controls, cache, folders, max_pixels, start_model)
-    button.click(run, inputs=[image] + [c.component for c in controls], outputs=outputs,
-                 api_name=tab.backend)
+    status = outputs[-1]
+    clear_status = button.click(None, None, [status], js="() => ''")  # in the browser: the last run's line goes
+    clear_status.then(run, inputs=[image] + [c.component for c in controls], outputs=outputs, api_name=tab.backend)
 
 
 def _run_function(gr, tab, controls, cache, folders, max_pixels, start_model):
@@ -113,7 +114,18 @@ def _run_function(gr, tab, controls, cache, folders, max_pixels, start_model):
         result.append(out.summary)
         return result
 
+    run.__signature__ = _signature(gr, controls)
     return run
+
+
+def _signature(gr, controls):
+    """The run function's parameters by control name, so the API (gradio_client) names them too."""
+    import inspect
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("image", kind)] + [inspect.Parameter(c.name, kind) for c in controls]
+    params.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress()))
+    return inspect.Signature(params)
 
 
 def _load(cache, model):
