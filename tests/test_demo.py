@@ -296,7 +296,9 @@ def test_bad_uploads_show_one_line_and_the_app_keeps_serving(page, examples_dir,
         message = error.value.args[0]
         assert upload.name in message and words in message and "Traceback" not in message
         assert str(upload.parent) not in message  # names the upload, not the server's temporary path
-    page.upload("cutler", examples_dir / "cat.jpg")
+    page.page.locator("#cutler-image").get_by_role("button", name="Clear").click()
+    page.page.locator("button:visible", has_text="cat.jpg").click()  # a shipped example, one click away
+    page.page.wait_for_function("document.getElementById('cutler-image').innerText.includes('cat')")
     assert "by cutler-cascade" in page.run("cutler")
     assert page.image("cutler-overlay").shape == _photo_shape(examples_dir / "cat.jpg")
 
@@ -386,3 +388,19 @@ def test_command_checks_weights_pairs_and_warns_on_public_host(monkeypatch, mode
     assert len(warnings) == 1 and "no authentication" in warnings[0]
     run = CliRunner().invoke(main, ["demo", "--device", "cpu"])
     assert run.exit_code == 0 and "warning" not in run.stderr and launched["host"] == "127.0.0.1"
+
+
+def test_model_cache_keeps_one_model_per_backend(models):
+    from segkit.demo.models import ModelCache, model_paths
+
+    weights = model_paths([f"clipseg={models['clipseg']}", f"clipseg-rd16={models['clipseg']}"], "--weights")
+    assert weights == {"clipseg-rd64-refined": str(models["clipseg"]), "clipseg-rd16": str(models["clipseg"])}
+    cache = ModelCache(weights=weights, device="cpu")
+    assert cache.preferred("clipseg") == "clipseg-rd64-refined" and cache.preferred("cutler") is None
+    with cache.lock("clipseg"):
+        first, _ = cache.get("clipseg-rd64-refined")
+        assert cache.get("clipseg-rd64-refined") == (first, 0.0)  # kept, not loaded again
+        second, _ = cache.get("clipseg-rd16")
+    assert second.name == "clipseg-rd16" and second is not first
+    assert cache.loaded("clipseg-rd16") is second and cache.loaded("clipseg-rd64-refined") is None
+    assert cache.lock("clipseg") is cache.lock("clipseg") is not cache.lock("cutler")

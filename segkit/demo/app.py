@@ -58,13 +58,14 @@ def _tab(gr, tab, cache, folders, max_pixels):
             controls = tab_controls(gr, tab, backend_package(tab.backend), start_model)
             button = gr.Button("Segment", variant="primary", elem_id=f"{tab.backend}-run")
         with gr.Column():
-            overlay = gr.Image(label="Overlay", format="png", type="filepath", interactive=False,
+            # show_label=False: the label would sit on the drawing's own legend (top left)
+            overlay = gr.Image(label="Overlay", show_label=False, format="png", type="filepath", interactive=False,
                                elem_id=f"{tab.backend}-overlay")
             outputs = [overlay]
             if tab.figure is not None:
                 label = "Segmentation map" if tab.figure == "map" else "Heatmaps"
-                outputs.append(gr.Image(label=label, format="png", type="filepath", interactive=False,
-                                        elem_id=f"{tab.backend}-{tab.figure}"))
+                outputs.append(gr.Image(label=label, show_label=False, format="png", type="filepath",
+                                        interactive=False, elem_id=f"{tab.backend}-{tab.figure}"))
             if tab.figure == "map":
                 outputs.append(gr.HTML(label="Legend", elem_id=f"{tab.backend}-legend"))
             with gr.Row():
