@@ -96,7 +96,7 @@ def server(models, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def browser():
     playwright_api = _need("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         _missing(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set SEGKIT_CHROMIUM)")
@@ -378,6 +378,9 @@ def test_command_checks_weights_pairs_and_warns_on_public_host(monkeypatch, mode
     assert run.exit_code == 2 and "use NAME=PATH" in run.output
     run = CliRunner().invoke(main, ["demo", "--weights", "nosuchmodel=/tmp/x"])
     assert run.exit_code == 2 and "unknown model 'nosuchmodel'" in run.output
+    run = CliRunner().invoke(main, ["demo", "--weights", "cutler=/no/such/file.pth"])
+    assert run.exit_code == 1 and run.output.strip().splitlines() == [
+        "error: /no/such/file.pth: no such weights file or folder; check the --weights path"]
     launched = {}
     monkeypatch.setattr(app_module, "launch", lambda app, **kwargs: launched.update(kwargs))
     run = CliRunner().invoke(main, ["demo", "--host", "0.0.0.0", "--port", "7999", "--device", "cpu",

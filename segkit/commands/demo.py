@@ -38,9 +38,12 @@ def command(host, port, device, offline, weights, configs, max_pixels):
         cache = ModelCache(weights=model_paths(weights, "--weights"), configs=model_paths(configs, "--config"),
                            device=device)
         from .. import check
+        from ..weights import local_weights
 
         for name in {**cache.weights, **cache.configs}:
             check(name, device=device)
+        for path in cache.weights.values():
+            local_weights(path)  # a mistyped path is said now, not on the first request
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     except SegkitError as exc:
@@ -50,9 +53,10 @@ def command(host, port, device, offline, weights, configs, max_pixels):
         click.echo(f"warning: serving on {host}: anyone who can reach this address can use the page; "
                    "it has no authentication", err=True)
     from ..demo.app import build, launch
+    from ..demo.segment import RequestFolders
 
-    app = build(cache, max_pixels=max_pixels)
+    folders = RequestFolders()
     try:
-        launch(app, host=host, port=port)
+        launch(build(cache, folders, max_pixels=max_pixels), host=host, port=port)
     finally:
-        app.segkit_folders.cleanup()
+        folders.cleanup()

@@ -32,17 +32,15 @@ def example_photos() -> list[Path]:
     return sorted(EXAMPLES.glob("*.jpg"))
 
 
-def build(cache, *, max_pixels: int | None = None, folders: RequestFolders | None = None):
-    """The demo's Blocks for the models in ``cache`` (a ModelCache)."""
+def build(cache, folders: RequestFolders, *, max_pixels: int | None = None):
+    """The demo's Blocks for the models in ``cache`` (a ModelCache), writing into ``folders``."""
     gr = import_gradio()
-    folders = folders or RequestFolders()
     with gr.Blocks(title="segkit demo", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown("# segkit demo\nSegment your own photos on this machine: nothing leaves it. "
                     "Each result is what the `segkit` command writes for the same settings.")
         for tab in available_tabs():
             with gr.Tab(tab.title, id=tab.backend, elem_id=f"{tab.backend}-tab"):
                 _tab(gr, tab, cache, folders, max_pixels)
-    app.segkit_folders = folders
     return app
 
 
@@ -85,13 +83,7 @@ def _run_function(gr, tab, controls, cache, folders, max_pixels, start_model):
             raise gr.Error("upload an image first (or pick an example photo)", print_exception=False)
         try:
             model = model_for(tab.backend, controls, values, start_model)
-            options = {}
-            alpha = 0.5
-            for control, raw in zip(controls, values):
-                if control.kind == "alpha":
-                    alpha = float(raw)
-                elif control.kind == "option" and control.value(raw) is not None:
-                    options[control.name] = control.value(raw)
+            options, alpha = _request(controls, values)
             import segkit
 
             segkit.check(model, device=cache.device, **options)  # before any weights are loaded
@@ -103,7 +95,7 @@ def _run_function(gr, tab, controls, cache, folders, max_pixels, start_model):
                 out = segment(segmenter, image, options, folders.new(), save=tab.save, alpha=alpha,
                               opaque_map=tab.figure == "map", max_pixels=max_pixels)
         except SegkitError as exc:
-            raise gr.Error(str(exc), title="segkit", print_exception=False) from None
+            raise gr.Error(str(exc), print_exception=False) from None
         result = [str(out.overlay)]
         if tab.figure is not None:
             figure = out.files.get(tab.figure)
@@ -127,6 +119,17 @@ def _signature(gr, controls):
     params = [inspect.Parameter("image", kind)] + [inspect.Parameter(c.name, kind) for c in controls]
     params.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress()))
     return inspect.Signature(params)
+
+
+def _request(controls, values) -> tuple[dict, float]:
+    """The predict options the page sets (blank ones left to the model) and the overlay opacity."""
+    options, alpha = {}, 0.5
+    for control, raw in zip(controls, values):
+        if control.kind == "alpha":
+            alpha = float(raw)
+        elif control.kind == "option" and control.value(raw) is not None:
+            options[control.name] = control.value(raw)
+    return options, alpha
 
 
 def _load(cache, model):
