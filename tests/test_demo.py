@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zlib
@@ -407,3 +408,35 @@ def test_model_cache_keeps_one_model_per_backend(models):
     assert second.name == "clipseg-rd16" and second is not first
     assert cache.loaded("clipseg-rd16") is second and cache.loaded("clipseg-rd64-refined") is None
     assert cache.lock("clipseg") is cache.lock("clipseg") is not cache.lock("cutler")
+
+
+def test_page_says_so_while_weights_load(browser, models, examples_dir):
+    """An app in this process whose model load waits for the test: the page shows the loading message."""
+    from segkit.demo.app import build, launch
+    from segkit.demo.models import ModelCache
+    from segkit.demo.segment import RequestFolders
+
+    release = threading.Event()
+
+    class HeldCache(ModelCache):
+        def get(self, name):
+            release.wait(RUN_TIMEOUT_MS / 1000)
+            return super().get(name)
+
+    folders = RequestFolders()
+    app = build(HeldCache(weights={"clipseg-rd64-refined": str(models["clipseg"])}, device="cpu"), folders)
+    port = _free_port()
+    launch(app, host="127.0.0.1", port=port, block=False)
+    try:
+        page = Page(browser, f"http://127.0.0.1:{port}/")
+        page.open_tab("CLIPSeg")
+        page.upload("clipseg", examples_dir / "cat.jpg")
+        page.page.locator("#clipseg-prompts textarea").fill("cat")
+        started = page.start("clipseg")
+        page.page.locator("#clipseg-overlay").get_by_text("Loading clipseg-rd64-refined").wait_for()
+        release.set()
+        assert "by clipseg-rd64-refined" in page.wait(started)
+    finally:
+        release.set()
+        app.close()
+        folders.cleanup()

@@ -78,7 +78,8 @@ def _tab(gr, tab, cache, folders, max_pixels):
 
 
 def _run_function(gr, tab, controls, cache, folders, max_pixels, start_model):
-    def run(image, *values, progress=gr.Progress()):
+    def run(image, *values_and_progress):
+        *values, progress = values_and_progress  # Gradio passes its tracker last, as the signature says
         if not image:
             raise gr.Error("upload an image first (or pick an example photo)", print_exception=False)
         try:
@@ -86,10 +87,10 @@ def _run_function(gr, tab, controls, cache, folders, max_pixels, start_model):
             options, alpha = _request(controls, values)
             import segkit
 
+            if cache.loaded(model) is None:
+                progress(0, desc=f"Loading {model} (first use: weights are read once, then kept)")
             segkit.check(model, device=cache.device, **options)  # before any weights are loaded
             with cache.lock(tab.backend):
-                if cache.loaded(model) is None:
-                    progress(0, desc=f"Loading {model} (first use: weights are read once, then kept)")
                 segmenter = _load(cache, model)
                 progress(0.5, desc="Segmenting")
                 out = segment(segmenter, image, options, folders.new(), save=tab.save, alpha=alpha,
@@ -112,12 +113,13 @@ def _run_function(gr, tab, controls, cache, folders, max_pixels, start_model):
 
 
 def _signature(gr, controls):
-    """The run function's parameters by control name, so the API (gradio_client) names them too."""
+    """The run function's parameters by control name, so the API (gradio_client) names them too, and
+    a last one whose default is a gr.Progress: Gradio passes its progress tracker there."""
     import inspect
 
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     params = [inspect.Parameter("image", kind)] + [inspect.Parameter(c.name, kind) for c in controls]
-    params.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress()))
+    params.append(inspect.Parameter("progress", kind, default=gr.Progress()))
     return inspect.Signature(params)
 
 
