@@ -1,7 +1,7 @@
 """The Gradio page: one tab per backend, every request through segkit's runner and writer.
 
-Import this only through :func:`segkit.demo.import_gradio`, which turns Gradio's analytics off
-before Gradio is imported.
+Gradio itself is imported through :func:`segkit.demo.import_gradio`, which turns its analytics off
+first; this module does not import it at import time.
 """
 
 from __future__ import annotations

@@ -79,8 +79,7 @@ def option_control(gr, tab, option, default_model: str, element_id: str) -> Cont
 
 def tab_controls(gr, tab, package, start_model: str) -> list[Control]:
     """Every control of ``tab``: model choice first, then the options, then the opacity."""
-    backend = tab.backend
-    prefix = backend
+    backend = prefix = tab.backend
     controls = []
     select = selectors(backend)
     start = get_spec(start_model)
