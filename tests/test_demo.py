@@ -359,7 +359,7 @@ def test_api_gives_the_cli_files(server, models, examples_dir, tmp_path):
     with pytest.raises(AppError, match="broken.png: "):
         client.predict(image=client_api.handle_file(str(broken)), model="cutler-cascade", threshold=0.05,
                        max_detections="", alpha=0.5, api_name="/cutler")
-    with pytest.raises(AppError, match="max_detections"):
+    with pytest.raises(AppError, match="max.detections"):
         client.predict(image=client_api.handle_file(str(photo)), model="cutler-cascade", threshold=0.05,
                        max_detections="many", alpha=0.5, api_name="/cutler")
 

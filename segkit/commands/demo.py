@@ -47,7 +47,7 @@ def command(host, port, device, offline, weights, configs, max_pixels):
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     except SegkitError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {exc.for_cli()}", err=True)
         raise SystemExit(2 if isinstance(exc, RequestError) else 1) from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: serving on {host}: anyone who can reach this address can use the page; "

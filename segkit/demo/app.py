@@ -96,7 +96,7 @@ def _run_function(gr, tab, controls, cache, folders, max_pixels, start_model):
                 out = segment(segmenter, image, options, folders.new(), save=tab.save, alpha=alpha,
                               opaque_map=tab.figure == "map", max_pixels=max_pixels)
         except SegkitError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(exc.for_cli(), print_exception=False) from None
         result = [str(out.overlay)]
         if tab.figure is not None:
             figure = out.files.get(tab.figure)

@@ -54,7 +54,7 @@ def segment(segmenter, image_path, options: dict, folder: Path, *, save, alpha: 
             max_pixels: int | None) -> Output:
     """Run one image through segkit's runner into ``folder``; a failure is a SegkitError whose message
     names the upload (not the server's temporary path)."""
-    from ..runner import run
+    from ..runner import describe, run
     from ..writer import OutputWriter
 
     image_path = Path(image_path)
@@ -64,8 +64,9 @@ def segment(segmenter, image_path, options: dict, folder: Path, *, save, alpha: 
         outcome = next(iter(run(segmenter, [image_path], options, writer, max_pixels=max_pixels)))
     finally:
         writer.close()
-    if not outcome.ok:
-        raise SegkitError(outcome.error.replace(str(image_path), image_path.name))
+    if not outcome.ok:  # in the command line's words: the demo has the same flags (--max-pixels, ...)
+        message = describe(outcome.source, outcome.exception, for_cli=True)
+        raise SegkitError(message.replace(str(image_path), image_path.name))
     files = {_role(path): path for path in outcome.files}
     result = outcome.result
     legend = ""
