@@ -73,6 +73,18 @@ def _specs() -> dict[str, ModelSpec]:
     return specs
 
 
+def selected_model(backend: str, selection: dict) -> str:
+    """The backend's model whose models.yaml ``select`` equals ``selection`` (its default model when
+    ``selection`` is empty); KeyError naming the selection when none does."""
+    if not selection:
+        return get_spec(backend).name
+    for spec in _specs().values():
+        if spec.backend == backend and spec.select == selection:
+            return spec.name
+    wanted = ", ".join(f"{k} {v}" for k, v in selection.items())
+    raise KeyError(f"no {backend} model has {wanted}; see 'segkit models'")
+
+
 def list_models(backend: str | None = None) -> list[str]:
     """Names of all declared models (optionally of one backend), in file order."""
     return [n for n, s in _specs().items() if backend is None or s.backend == backend]

@@ -158,6 +158,24 @@ def run_recording():
     return run_recording_intermediates
 
 
+# ---------------------------------------------------------------- small synthetic results
+
+def two_masks(h=20, w=30):
+    """A disc and a rectangle that do not touch, on a 20 x 30 image."""
+    import numpy as np
+
+    yy, xx = np.mgrid[:h, :w]
+    disc = (yy - 8) ** 2 + (xx - 9) ** 2 < 25
+    rectangle = (xx >= 20) & (yy >= 3) & (yy < 15)
+    return np.stack([disc, rectangle])
+
+
+def gray_image(h=20, w=30):
+    import numpy as np
+
+    return np.full((h, w, 3), 100, np.uint8)
+
+
 # ---------------------------------------------------------------- one tiny model per backend
 # The contract test and the engine tests (CLI, runner) run every backend in the registry through
 # these; a backend added without one here fails test_backends_contract.py.

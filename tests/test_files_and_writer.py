@@ -13,22 +13,13 @@ from pycocotools import mask as mask_utils
 from segkit.errors import DiskFullError, SegkitError
 from segkit.files import OutputFolder, check_writable, collect_inputs, safe_name
 from segkit.result import Result, boxes_from_masks
+
+from conftest import gray_image, two_masks
 from segkit.writer import OutputWriter
 
 
-def _masks(h=20, w=30):
-    yy, xx = np.mgrid[:h, :w]
-    a = (yy - 8) ** 2 + (xx - 9) ** 2 < 25
-    b = (xx >= 20) & (yy >= 3) & (yy < 15)
-    return np.stack([a, b])
-
-
-def _image(h=20, w=30):
-    return np.full((h, w, 3), 100, np.uint8)
-
-
 def _prompted(labels=("cat", "../../evil")):
-    masks = _masks()
+    masks = two_masks()
     return Result("prompted", masks, list(labels), [0.75, 0.75], boxes_from_masks(masks),
                   heatmaps=masks.astype(np.float32) * 0.75,
                   label_map=np.where(masks[0], 1, np.where(masks[1], 2, 0)), meta={"options": {"prompts": labels}})
@@ -42,7 +33,7 @@ def _files(folder):
 def test_writer_outputs(tmp_path):
     out = tmp_path / "out"
     writer = OutputWriter(out, save=("labels", "json", "heatmaps", "masks", "grid"))
-    written = writer.write(tmp_path / "a" / "pic.jpg", _image(), _prompted())
+    written = writer.write(tmp_path / "a" / "pic.jpg", gray_image(), _prompted())
     names = sorted(p.relative_to(out).as_posix() for p in written)
     assert names == sorted(["pic_overlay.png", "pic_labels.png", "pic_cat_heat.png", "pic_evil_heat.png",
                             "pic_masks/000_cat.png", "pic_masks/001_evil.png", "pic_grid.png", "pic.json"])
@@ -55,9 +46,9 @@ def test_writer_outputs(tmp_path):
     assert [s["label"] for s in record["segments"]] == ["cat", "../../evil"]
     assert record["segments"][0]["heatmap_file"] == "pic_cat_heat.png"
     # Same stem again (another folder, other case): new names, nothing overwritten on any file system.
-    second = writer.write(tmp_path / "b" / "pic.png", _image(), _prompted())
+    second = writer.write(tmp_path / "b" / "pic.png", gray_image(), _prompted())
     assert second[0].name == "pic-1_overlay.png"
-    third = writer.write(tmp_path / "c" / "PIC.png", _image(), _prompted())
+    third = writer.write(tmp_path / "c" / "PIC.png", gray_image(), _prompted())
     assert third[0].name == "PIC-2_overlay.png"
     writer.close()
     assert not list(out.glob(".segkit-tmp-*")) and not list(out.glob(".segkit-run-*"))
@@ -66,8 +57,8 @@ def test_writer_outputs(tmp_path):
 def test_names_of_different_images_never_collide(tmp_path):
     """cat.jpg with prompt 'x_y' and cat_x.jpg with prompt 'y' would both write cat_x_y_heat.png."""
     writer = OutputWriter(tmp_path, save=("json", "heatmaps"))
-    writer.write("cat.jpg", _image(), _prompted(["x_y", "z"]))
-    second = writer.write("cat_x.jpg", _image(), _prompted(["y", "z"]))
+    writer.write("cat.jpg", gray_image(), _prompted(["x_y", "z"]))
+    second = writer.write("cat_x.jpg", gray_image(), _prompted(["y", "z"]))
     assert sorted(p.name for p in second) == ["cat_x-1.json", "cat_x-1_overlay.png", "cat_x-1_y_heat.png",
                                               "cat_x-1_z_heat.png"]
     first = json.loads((tmp_path / "cat.json").read_text())
@@ -76,12 +67,12 @@ def test_names_of_different_images_never_collide(tmp_path):
 
 
 def test_writer_never_overwrites_inputs(tmp_path):
-    masks = _masks()
+    masks = two_masks()
     res = Result("instance", masks, ["o", "o"], [1, 1], boxes_from_masks(masks))
     victim = tmp_path / "x_overlay.png"
     victim.write_bytes(b"precious")
     writer = OutputWriter(tmp_path, inputs=[tmp_path / "x.jpg", victim])
-    written = writer.write(tmp_path / "x.jpg", _image(), res)
+    written = writer.write(tmp_path / "x.jpg", gray_image(), res)
     assert victim.read_bytes() == b"precious"
     assert [p.name for p in written] == ["x-1_overlay.png", "x-1_labels.png", "x-1.json"]
 
@@ -104,17 +95,17 @@ def test_safe_name_cuts_at_a_character_boundary():
 def test_japanese_names_are_kept_and_fit_255_bytes(tmp_path):
     writer = OutputWriter(tmp_path, save=("json", "heatmaps", "masks"))
     long_stem = "長い名前" * 40  # 480 bytes of UTF-8
-    written = writer.write(f"{long_stem}.jpg", _image(), _prompted(["犬", "草" * 100]))
+    written = writer.write(f"{long_stem}.jpg", gray_image(), _prompted(["犬", "草" * 100]))
     assert all(len(part.encode()) <= 255 for p in written for part in p.relative_to(tmp_path).parts)
-    writer.write("写真.jpg", _image(), _prompted(["犬", "空"]))
+    writer.write("写真.jpg", gray_image(), _prompted(["犬", "空"]))
     assert (tmp_path / "写真_犬_heat.png").is_file() and (tmp_path / "写真.json").is_file()
-    writer.write("写真.png", _image(), _prompted(["犬", "空"]))
+    writer.write("写真.png", gray_image(), _prompted(["犬", "空"]))
     assert (tmp_path / "写真-1_overlay.png").is_file()
 
 
 def test_a_failed_write_leaves_nothing_and_keeps_earlier_files(tmp_path, monkeypatch):
     writer = OutputWriter(tmp_path, save=("json", "heatmaps"))
-    writer.write("cat.jpg", _image(), _prompted())
+    writer.write("cat.jpg", gray_image(), _prompted())
     before = {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)}
     writer.close()
 
@@ -128,7 +119,7 @@ def test_a_failed_write_leaves_nothing_and_keeps_earlier_files(tmp_path, monkeyp
     monkeypatch.setattr(json, "dump", full_disk)
     rerun = OutputWriter(tmp_path, save=("json", "heatmaps"))
     with pytest.raises(DiskFullError, match="disk is full"):
-        rerun.write("cat.jpg", _image(), _prompted(["other", "prompts"]))
+        rerun.write("cat.jpg", gray_image(), _prompted(["other", "prompts"]))
     monkeypatch.setattr(json, "dump", real_dump)
     assert calls
     assert {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)} == before
@@ -139,7 +130,7 @@ def test_a_failed_write_leaves_nothing_and_keeps_earlier_files(tmp_path, monkeyp
 def test_interrupt_during_a_write_leaves_no_partial_file(tmp_path):
     writer = OutputWriter(tmp_path, save=("json", "heatmaps"))
     with pytest.raises(KeyboardInterrupt):
-        writer.write("cat.jpg", _image(), _prompted(), abort=lambda: True)
+        writer.write("cat.jpg", gray_image(), _prompted(), abort=lambda: True)
     assert _files(tmp_path) == [] and not list(tmp_path.glob(".segkit-tmp-*"))
 
 
@@ -188,15 +179,15 @@ def test_a_crashed_run_leaves_no_stale_claim(tmp_path):
 
 
 def test_panoptic_export_and_coco_file(tmp_path):
-    masks = _masks()
+    masks = two_masks()
     res = Result("panoptic", masks, ["person", "sky"], [0.9, 0.8], boxes_from_masks(masks),
                  label_map=np.where(masks[0], 5, np.where(masks[1], 9, 0)), segment_ids=[5, 9],
                  class_ids=[0, 119], category_ids=[1, 187], is_thing=[True, False])
     coco = tmp_path / "labels" / "coco.json"
     (tmp_path / "labels").mkdir()
     writer = OutputWriter(tmp_path / "out", save=("panoptic", "json"), coco_path=coco)
-    writer.write("a.jpg", _image(), res)
-    writer.write("b.jpg", _image(), res)
+    writer.write("a.jpg", gray_image(), res)
+    writer.write("b.jpg", gray_image(), res)
     written = writer.finish()
     writer.close()
     assert sorted(p.name for p in written) == ["coco.json", "panoptic.json"]

@@ -10,16 +10,7 @@ from pycocotools import mask as mask_utils
 from segkit import render
 from segkit.result import Result, boxes_from_masks
 
-
-def _masks(h=20, w=30):
-    yy, xx = np.mgrid[:h, :w]
-    a = (yy - 8) ** 2 + (xx - 9) ** 2 < 25
-    b = (xx >= 20) & (yy >= 3) & (yy < 15)
-    return np.stack([a, b])
-
-
-def _image(h=20, w=30):
-    return np.full((h, w, 3), 100, np.uint8)
+from conftest import gray_image, two_masks
 
 
 def test_boxes_from_masks():
@@ -29,7 +20,7 @@ def test_boxes_from_masks():
 
 
 def test_to_coco_round_trip():
-    masks = _masks()
+    masks = two_masks()
     res = Result("instance", masks, ["a", "b"], [0.9, 0.5], boxes_from_masks(masks))
     records = res.to_coco()
     assert len(records) == len(masks) == 2
@@ -46,9 +37,9 @@ def test_to_coco_round_trip():
 
 
 def test_overlay_tints_only_masked_pixels():
-    masks = _masks()
+    masks = two_masks()
     res = Result("instance", masks, ["a", "b"], [0.9, 0.5], boxes_from_masks(masks))
-    out = render.overlay(_image(), res, alpha=0.5, contours=False, captions=False, legend=False)
+    out = render.overlay(gray_image(), res, alpha=0.5, contours=False, captions=False, legend=False)
     colors = render.segment_colors(res)
     assert out.shape == (20, 30, 3)
     assert (out[~masks.any(0)] == 100).all()
@@ -57,7 +48,7 @@ def test_overlay_tints_only_masked_pixels():
 
 
 def test_colors_deterministic_and_palette_used():
-    masks = _masks()
+    masks = two_masks()
     palette = np.array([[1, 2, 3], [200, 100, 50]], np.uint8)
     sem = Result("semantic", masks, ["x", "y"], [1, 1], boxes_from_masks(masks), class_ids=[1, 0], palette=palette)
     assert render.segment_colors(sem).tolist() == [[200, 100, 50], [1, 2, 3]]
@@ -67,7 +58,7 @@ def test_colors_deterministic_and_palette_used():
 
 
 def test_label_images():
-    masks = _masks()
+    masks = two_masks()
     sem = Result("semantic", masks, ["x", "y"], [1, 1], boxes_from_masks(masks),
                  label_map=np.where(masks[1], 7, 0), class_ids=[0, 7], palette=np.zeros((150, 3), np.uint8))
     img = render.label_image(sem)

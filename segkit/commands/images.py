@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from ..errors import RequestError, SegkitError
-from ..registry import BACKENDS, get_spec, list_models, selectors
+from ..registry import BACKENDS, get_spec, selected_model, selectors
 
 COMMON_HELP = {
     "model": "Model name from 'segkit models' (overrides the selection flags).",
@@ -158,13 +158,10 @@ def pick_model(backend: str, model: str | None, selection: dict) -> str:
             raise click.BadParameter(f"{model} is a {spec.backend} model; run it with 'segkit "
                                      f"{command_for(spec.backend)}'", param_hint="--model")
         return model
-    if not selection:
-        return backend
-    for name in list_models(backend):
-        if get_spec(name).select == selection:
-            return name
-    wanted = ", ".join(f"--{k} {v}" for k, v in selection.items())
-    raise click.UsageError(f"no {backend} model has {wanted}; see 'segkit models'")
+    try:
+        return selected_model(backend, selection)
+    except KeyError as exc:
+        raise click.UsageError(exc.args[0]) from None
 
 
 def command_for(backend: str) -> str:

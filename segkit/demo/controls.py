@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..registry import get_spec, list_models, selectors
+from ..registry import get_spec, list_models, selected_model, selectors
 
 
 @dataclass
@@ -110,10 +110,9 @@ def model_for(backend: str, controls: list[Control], values: list, fallback: str
         return menu[0]
     if not chosen:
         return fallback
-    for name in list_models(backend):
-        if get_spec(name).select == chosen:
-            return name
-    wanted = ", ".join(f"{k} {v}" for k, v in chosen.items())
     from ..errors import RequestError
 
-    raise RequestError(f"no {backend} model has {wanted}; see 'segkit models'")
+    try:
+        return selected_model(backend, chosen)
+    except KeyError as exc:
+        raise RequestError(exc.args[0]) from None
