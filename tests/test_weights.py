@@ -1,13 +1,18 @@
 """Weights resolution: local paths, URL cache with checksum, fast clear failures."""
 
 import hashlib
+import json
+import os
 import socket
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 
 from segkit import registry, weights
 from segkit.errors import WeightsUnavailableError
+from tiny_models import make_tiny_clipseg
 
 
 @pytest.fixture
@@ -65,3 +70,39 @@ def test_local_weights(tmp_path):
     assert weights.resolve(registry.get_spec("clipseg"), tmp_path) == tmp_path
     with pytest.raises(WeightsUnavailableError, match="no such weights"):
         weights.resolve(registry.get_spec("clipseg"), tmp_path / "missing")
+
+
+def test_url_weights_are_verified_against_the_sha256_recorded_at_download(tmp_path, isolated_cache, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    source = tmp_path / "src.pth"
+    source.write_bytes(b"weights" * 1000)
+    spec = _url_spec(source)  # no published checksum, as for the CutLER files
+    path = weights.url_file(spec)
+    recorded = (isolated_cache / "w.pth.sha256").read_text().split()[0]
+    assert recorded == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert weights.url_file(spec) == path  # verified and kept
+    assert weights.describe(spec)["sha256"] == recorded
+    path.write_bytes(b"weights" * 999)  # truncated in the cache
+    with pytest.raises(WeightsUnavailableError, match="changed or are truncated") as err:
+        weights.url_file(spec)
+    assert f"segkit models download {spec.name}" in str(err.value) and "delete the file" in str(err.value)
+
+
+def test_hub_weights_report_the_commit_of_their_snapshot(tmp_path, monkeypatch, examples_dir):
+    """A cached hub snapshot (refs/main -> snapshots/<commit>) is what S.json and 'segkit models' name."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--CIDAS--clipseg-rd64-refined"
+    make_tiny_clipseg(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "SEGKIT_CACHE": str(tmp_path / "c")}
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "segkit", "clipseg", str(examples_dir / "cat.jpg"), "-p", "cat",
+                          "--offline", "--device", "cpu", "-o", str(out)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    record = json.loads((out / "cat.json").read_text())
+    assert record["weights"] == {"model": "clipseg-rd64-refined", "hub": "CIDAS/clipseg-rd64-refined",
+                                 "revision": commit}
+    listing = subprocess.run([sys.executable, "-m", "segkit", "models"], capture_output=True, text=True, env=env)
+    row = next(line for line in listing.stdout.splitlines() if line.startswith("clipseg-rd64-refined"))
+    assert f"yes ({commit[:10]})" in row
