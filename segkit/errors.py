@@ -9,6 +9,10 @@ class ImageReadError(SegkitError):
     """An input could not be read as an image."""
 
 
+class VideoReadError(SegkitError):
+    """An input could not be read as a video, or stopped decoding part way (the message says where)."""
+
+
 class WeightsUnavailableError(SegkitError):
     """Weights are neither cached nor reachable."""
 
