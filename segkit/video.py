@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SegkitError, VideoReadError, first_line
+from .errors import RequestError, SegkitError, VideoReadError, first_line
 from .imageio import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
@@ -225,16 +225,19 @@ class FrameReader:
             self._thread.join()
 
     def __iter__(self) -> Iterator[Frame]:
-        if not self._thread.is_alive() and self._thread.ident is None:
+        if self._thread.ident is None:  # iterated without ``with``: the iteration owns the thread
             self._thread.start()
-        while True:
-            item = _get(self._queue, self._thread.is_alive)
-            if isinstance(item, _End):
-                if item.error is not None:
-                    raise item.error
-                return
-            self.frames_read += 1
-            yield item
+        try:
+            while True:
+                item = _get(self._queue, self._thread.is_alive)
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                self.frames_read += 1
+                yield item
+        finally:
+            self.close()
 
     def _decode(self) -> None:
         av = _av()
@@ -319,13 +322,18 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
-def _check_bounds(info: VideoInfo, stride: int, start, end) -> None:
+def check_range(stride: int = 1, start: float | None = None, end: float | None = None) -> None:
+    """RequestError for a stride/start/end that no video could honour (checked before any model loads)."""
     if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-        raise VideoReadError(f"{info.path}: stride must be a whole number >= 1, not {stride!r}")
+        raise RequestError(f"stride must be a whole number >= 1, not {stride!r}")
     if start is not None and start < 0:
-        raise VideoReadError(f"{info.path}: start must be >= 0 seconds, not {start}")
+        raise RequestError(f"start must be >= 0 seconds, not {start}")
     if start is not None and end is not None and end <= start:
-        raise VideoReadError(f"{info.path}: end ({end} s) must be after start ({start} s)")
+        raise RequestError(f"end ({end} s) must be after start ({start} s)")
+
+
+def _check_bounds(info: VideoInfo, stride: int, start, end) -> None:
+    check_range(stride, start, end)
     if start is not None and info.duration_s is not None and start >= info.duration_s:
         raise VideoReadError(f"{info.path}: start {start} s is past the video's end ({info.duration_s:.2f} s)")
 
@@ -471,10 +479,10 @@ class _VideoSink:
         self._thread.start()
 
     def submit(self, frame: Frame, result) -> None:
-        """Queue one frame; raises at once if the encoder thread has failed."""
+        """Queue one frame; a SegkitError at once if the encoder thread has failed (disk full...)."""
         while True:
             if self.error is not None:
-                raise self.error
+                raise SegkitError(f"{self.video_path}: writing stopped: {first_line(self.error)}") from self.error
             try:
                 self._queue.put((frame, result), timeout=_QUEUE_POLL_S)
                 return
@@ -574,11 +582,16 @@ def write_video(segmenter, path, out_dir, stem: str, *, options: dict, save=(), 
     """Segment a video into ``S_overlay.mp4`` and ``S.jsonl`` (plus ``S_frames/`` PNGs for the
     labels/heatmaps/masks named in ``save``), with ``S`` = ``stem`` in ``out_dir``.
 
+    ``save`` is what the user named explicitly (the image defaults do not apply to videos; names
+    other than labels/heatmaps/masks are ignored). ``model_info`` goes into S.jsonl's first line
+    (default: ``segmenter.source``).
+
     Decoding (thread) -> predict (this thread) -> render + encode (thread), bounded queues between.
-    An unreadable video or a bad option raises before anything is written. A video that stops
-    decoding part way returns an outcome with ``error`` set; its files hold the frames done so far
-    and S.jsonl's last line says so. Ctrl-C (or any other exception) finalizes the files the same
-    way, then re-raises. ``progress(frames_done, frames_expected)`` follows every batch.
+    An unreadable video (VideoReadError) or a bad option or range (RequestError) raises before
+    anything is written. A video that stops decoding part way returns an outcome with ``error``
+    set; its files hold the frames done so far and S.jsonl's last line says so. Ctrl-C (or any
+    other exception) finalizes the files the same way, then re-raises.
+    ``progress(frames_done, frames_expected)`` is called after every batch.
     """
     used = segmenter.options(**options)
     info = probe(path)

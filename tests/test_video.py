@@ -15,13 +15,13 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-av = pytest.importorskip("av")  # noqa: E402 - a declared dependency; importorskip only names it clearly
+import av  # noqa: E402
 
 from pycocotools import mask as mask_utils  # noqa: E402
 
 from segkit import video  # noqa: E402
 from segkit.backends.base import Segmenter  # noqa: E402
-from segkit.errors import OptionError, VideoReadError  # noqa: E402
+from segkit.errors import OptionError, RequestError, SegkitError, VideoReadError  # noqa: E402
 from segkit.options import Option  # noqa: E402
 from segkit.registry import ModelSpec  # noqa: E402
 from segkit.result import Result, boxes_from_masks  # noqa: E402
@@ -358,6 +358,43 @@ def test_keyboard_interrupt_leaves_playable_video_and_incomplete_jsonl(tmp_path)
         video.write_video(seg, source, tmp_path, "a", options={}, batch_size=2)
     assert _check_partial(tmp_path, video.VideoOutcome(frames=4), "a", 4) == "interrupted (Ctrl-C)"
     assert not [t for t in threading.enumerate() if t.name.startswith("segkit-")]
+
+
+def test_encoder_failure_is_one_error_with_the_frames_done_kept(tmp_path, seg, monkeypatch):
+    from segkit import render
+
+    drawn = []
+
+    def overlay(image, result, alpha):
+        if len(drawn) == 3:
+            raise OSError(28, "No space left on device")
+        drawn.append(1)
+        return image
+
+    monkeypatch.setattr(render, "overlay", overlay)
+    source = make_video(tmp_path / "a.mp4", n=12)
+    with pytest.raises(SegkitError, match=r"a_overlay.mp4: writing stopped: .*No space left on device"):
+        video.write_video(seg, source, tmp_path, "a", options={})
+    assert _check_partial(tmp_path, video.VideoOutcome(frames=3), "a", 3).startswith("stopped: ")
+
+
+@pytest.mark.parametrize("bounds,message", [(dict(stride=0), "stride must be a whole number >= 1"),
+                                            (dict(start=-1), "start must be >= 0"),
+                                            (dict(start=0.5, end=0.5), r"end \(0.5 s\) must be after start")])
+def test_bad_range_is_a_request_error(tmp_path, seg, bounds, message):
+    source = make_video(tmp_path / "a.mp4", n=3)
+    with pytest.raises(RequestError, match=message):
+        video.write_video(seg, source, tmp_path / "out", "a", options={}, **bounds)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(VideoReadError, match=r"start 5 s is past the video's end \(0.30 s\)"):
+        next(video.segment_video(seg, source, start=5))
+
+
+def test_abandoned_frame_iteration_stops_its_thread(tmp_path):
+    frames = iter(video.FrameReader(make_video(tmp_path / "a.mp4", n=30)))
+    next(frames)
+    frames.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("segkit-decode")]
 
 
 _MEASURE = """
