@@ -5,7 +5,7 @@ Importing segkit is cheap: torch and transformers load only when a model does.
 
 from ._version import __version__
 
-__all__ = ["__version__", "load", "list_models", "Result"]
+__all__ = ["__version__", "load", "list_models", "segment_video", "Result"]
 
 
 def load(name: str, *, weights=None, config=None, device="auto", dtype=None):
@@ -25,6 +25,13 @@ def list_models(backend: str | None = None) -> list[str]:
     from .registry import list_models as _list
 
     return _list(backend)
+
+
+def segment_video(segmenter, path, **kwargs):
+    """Yield ``(frame_index, time_s, Result)`` for the frames of a video, lazily (see segkit.video)."""
+    from .video import segment_video as _segment_video
+
+    return _segment_video(segmenter, path, **kwargs)
 
 
 def __getattr__(name):

@@ -201,12 +201,10 @@ class FrameReader:
 
     def __init__(self, path, *, info: VideoInfo | None = None, stride: int = 1, start: float | None = None,
                  end: float | None = None, ahead: int = 8):
-        if stride < 1:
-            raise ValueError("stride must be >= 1")
+        check_range(stride, start, end)
         self.info = info or probe(path)
         self.path = Path(path)
         self.stride, self.start, self.end = stride, start, end
-        self.frames_read = 0
         self._queue: queue.Queue = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._decode, name=f"segkit-decode {self.path.name}", daemon=True)
@@ -234,7 +232,6 @@ class FrameReader:
                     if item.error is not None:
                         raise item.error
                     return
-                self.frames_read += 1
                 yield item
         finally:
             self.close()
@@ -295,13 +292,13 @@ class FrameReader:
         else:
             return None
         return VideoReadError(f"{self.path}: decoding stopped after frame {index} ({time_s:.2f} s) of {expected}; "
-                              "the file is probably truncated. The frames before it were kept")
+                              "the file is probably truncated")
 
     def _stopped(self, exc) -> VideoReadError:
         last = self._last
         where = "before the first frame" if last is None else f"after frame {last[0]} ({last[1]:.2f} s)"
         return VideoReadError(f"{self.path}: decoding stopped {where}: {_reason(exc)}; the file may be truncated "
-                              "or corrupt. The frames before it were kept")
+                              "or corrupt")
 
 
 def _display_rgb(frame, rotation: int) -> np.ndarray:
@@ -384,7 +381,6 @@ class OverlayEncoder:
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
-        self.codec = self._stream.codec_context.name
 
     def _add_stream(self, av, width, height, fps, time_base):
         rate = Fraction(fps).limit_denominator(1001)
@@ -393,7 +389,9 @@ class OverlayEncoder:
             # 4:2:0 needs even sizes; 4:4:4 keeps an odd-sized input's exact size.
             stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         else:
-            stream = self._container.add_stream("mpeg4", rate=rate, options={"qscale": "3"})
+            # Constant quantiser 3 (ffmpeg's -q:v 3; 118 is FFmpeg's FF_QP2LAMBDA), not the 200 kb/s default.
+            stream = self._container.add_stream("mpeg4", rate=rate, options={"flags": "+qscale",
+                                                                             "global_quality": str(3 * 118)})
             stream.pix_fmt = "yuv420p"
         stream.width, stream.height = width, height
         stream.time_base = time_base

@@ -19,6 +19,7 @@ import av  # noqa: E402
 
 from pycocotools import mask as mask_utils  # noqa: E402
 
+import segkit  # noqa: E402
 from segkit import video  # noqa: E402
 from segkit.backends.base import Segmenter  # noqa: E402
 from segkit.errors import OptionError, RequestError, SegkitError, VideoReadError  # noqa: E402
@@ -203,7 +204,7 @@ def test_segment_video_is_lazy_and_checks_options_first(tmp_path, seg):
     with pytest.raises(OptionError, match="unknown option 'colour'"):
         next(video.segment_video(seg, text, colour=1))  # the options first, before the file is read
     source = make_video(tmp_path / "a.mp4", n=10)
-    frames = video.segment_video(seg, source)
+    frames = segkit.segment_video(seg, source)
     assert seg.calls == []  # nothing runs before the first frame is asked for
     index, time_s, result = next(frames)
     assert (index, time_s, seg.calls) == (0, 0.0, [1])
