@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import struct
 import threading
-import tracemalloc
 from fractions import Fraction
 
 import numpy as np
@@ -292,19 +291,24 @@ def test_frame_files_only_for_labels_heatmaps_masks(tmp_path, seg):
     assert line["mask_files"] == ["a_frames/000001_000_red_mask.png"]
 
 
-@pytest.mark.parametrize("content", ["text", "truncated"])
+@pytest.mark.parametrize("content", ["text", "truncated", "header only"])
 def test_unreadable_video_is_one_clear_error_and_writes_nothing(tmp_path, seg, content):
-    path = tmp_path / "bad.mp4"
+    path = tmp_path / ("bad.mkv" if content == "header only" else "bad.mp4")
     if content == "text":
         path.write_text("this is not a video\n" * 10)
-    else:  # an mp4's index (moov) comes last: cut it off
+    elif content == "truncated":  # an mp4's index (moov) comes last: cut it off
         data = make_video(tmp_path / "good.mp4", n=10).read_bytes()
         path.write_bytes(data[: len(data) // 2])
+    else:  # a normal duration in the header, then not one frame
+        path.write_bytes(make_video(tmp_path / "good.mkv", n=10).read_bytes()[:700])
+        with av.open(str(path)) as container:
+            assert container.duration == 1_000_000 and not list(container.decode(video=0))
     with pytest.raises(VideoReadError) as err:
         video.write_video(seg, path, tmp_path / "out", "bad", options={})
     message = str(err.value)
     assert message.startswith(str(path)) and "\n" not in message
-    assert "truncated" in message and "not a video" in message
+    assert "truncated" in message
+    assert ("no frame could be decoded" if content == "header only" else "not a video") in message
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     with pytest.raises(VideoReadError):
         video.probe(path)
