@@ -595,6 +595,10 @@ def write_video(segmenter, path, out_dir, stem: str, *, options: dict, save=(), 
     info = probe(path)
     _check_bounds(info, stride, start, end)
     out_dir = Path(out_dir)
+    for name in (f"{stem}_overlay.mp4", f"{stem}.jsonl"):
+        target = out_dir / name
+        if target.exists() and os.path.samefile(target, path):
+            raise SegkitError(f"{target}: refusing to overwrite the input video; choose another -o")
     out_dir.mkdir(parents=True, exist_ok=True)
     save = [name for name in save if name in FRAME_FILE_CHOICES]
     header = {"video": info.to_json(), "model": model_info if model_info is not None else segmenter.source,

@@ -383,6 +383,14 @@ def test_encoder_failure_is_one_error_with_the_frames_done_kept(tmp_path, seg, m
     assert _check_partial(tmp_path, video.VideoOutcome(frames=3), "a", 3).startswith("stopped: ")
 
 
+def test_never_overwrites_the_input(tmp_path, seg):
+    source = make_video(tmp_path / "a_overlay.mp4", n=3)
+    before = source.read_bytes()
+    with pytest.raises(SegkitError, match="refusing to overwrite the input video"):
+        video.write_video(seg, source, tmp_path, "a", options={})
+    assert source.read_bytes() == before
+
+
 @pytest.mark.parametrize("bounds,message", [(dict(stride=0), "stride must be a whole number >= 1"),
                                             (dict(start=-1), "start must be >= 0"),
                                             (dict(start=0.5, end=0.5), r"end \(0.5 s\) must be after start")])
