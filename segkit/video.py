@@ -90,8 +90,7 @@ class VideoInfo:
 
 def _reason(exc: BaseException) -> str:
     """FFmpeg's message without PyAV's errno prefix and file name."""
-    text = getattr(exc, "strerror", None) or first_line(exc)
-    return str(text)
+    return str(getattr(exc, "strerror", None) or first_line(exc))
 
 
 def _open(av, path: Path):
@@ -146,7 +145,8 @@ def _duration_s(container, stream) -> float | None:
 
 
 def _quarter_turns(rotation: float) -> int:
-    """Display rotation (degrees counter-clockwise) as a multiple of 90 degrees, 0..3."""
+    """Display rotation (degrees counter-clockwise) as quarter turns, 0..3. Phones write multiples
+    of 90; a mirror in the display matrix is not applied (PyAV exposes the rotation only)."""
     return int(round(rotation / 90)) % 4
 
 
@@ -446,17 +446,26 @@ def _dumps(record: dict) -> str:
     return json.dumps(record, default=_json_default, separators=(",", ":"))
 
 
+@dataclass
+class VideoOutcome:
+    """What ``write_video`` left behind: ``done`` False with ``error`` set when it stopped early
+    (the files still hold every frame processed before that)."""
+
+    files: list[Path] = field(default_factory=list)
+    frames: int = 0
+    error: str | None = None
+    done: bool = False
+
+
 class _VideoSink:
     """The render + encode side of ``write_video``: a thread that draws each overlay, encodes it,
     writes its S.jsonl line (and S_frames/ PNGs if asked) from a bounded queue."""
 
     def __init__(self, out_dir: Path, stem: str, info: VideoInfo, header: dict, save, alpha: float, behind: int):
-        self.out_dir, self.stem, self.info = out_dir, stem, info
         self.save = set(save)
         self.alpha = alpha
         self.frames = 0
         self.error: BaseException | None = None
-        self.files: list[Path] = []
         self._first_pts = None
         self.jsonl_path = out_dir / f"{stem}.jsonl"
         self.video_path = out_dir / f"{stem}_overlay.mp4"
@@ -472,7 +481,6 @@ class _VideoSink:
             self._jsonl_tmp.unlink(missing_ok=True)
             raise
         self._queue: queue.Queue = queue.Queue(maxsize=behind)
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"segkit-encode {stem}", daemon=True)
         self._thread.start()
 
@@ -541,10 +549,16 @@ class _VideoSink:
                                    for i, label in enumerate(result.labels)]
         return names
 
-    def close(self, done: bool, error: str | None) -> None:
-        """Finish the queued frames, finalize the video and S.jsonl (last line: how far it got)."""
+    def close(self, done: bool, error: str | None) -> VideoOutcome:
+        """Finish the queued frames, finalize the video and S.jsonl (last line: how far it got).
+        A second Ctrl-C while the last frames encode waits for them, then is raised."""
         self._queue.put(None)
-        self._thread.join()
+        interrupted = False
+        while self._thread.is_alive():
+            try:
+                self._thread.join()
+            except KeyboardInterrupt:
+                interrupted, done, error = True, False, error or "interrupted (Ctrl-C)"
         if self.error is not None and error is None:
             done, error = False, f"{self.video_path}: writing stopped: {first_line(self.error)}"
         try:
@@ -556,21 +570,10 @@ class _VideoSink:
         self._jsonl.write(_dumps({"done": done, "frames": self.frames, "error": error}) + "\n")
         self._jsonl.close()
         os.replace(self._jsonl_tmp, self.jsonl_path)
-        self.files = [path for path in (video, self.jsonl_path) if path is not None]
-        if self.frames_dir.is_dir():
-            self.files.append(self.frames_dir)
-        self.done, self.error_text = done, error
-
-
-@dataclass
-class VideoOutcome:
-    """What ``write_video`` left behind: ``done`` False with ``error`` set when it stopped early
-    (the files still hold every frame processed before that)."""
-
-    files: list[Path] = field(default_factory=list)
-    frames: int = 0
-    error: str | None = None
-    done: bool = False
+        if interrupted:
+            raise KeyboardInterrupt
+        files = [path for path in (video, self.jsonl_path, self.frames_dir) if path is not None and path.exists()]
+        return VideoOutcome(files=files, frames=self.frames, error=error, done=done)
 
 
 def write_video(segmenter, path, out_dir, stem: str, *, options: dict, save=(), alpha: float = 0.5,
@@ -610,20 +613,20 @@ def write_video(segmenter, path, out_dir, stem: str, *, options: dict, save=(), 
     batches = _predicted_batches(segmenter, info, stride=stride, start=start, end=end, batch_size=batch_size,
                                  options=options)
     try:
-        for batch in batches:
-            for frame, result in batch:
-                sink.submit(frame, result)
-            predicted += len(batch)
-            if progress is not None:
-                progress(predicted, expected)
+        try:
+            for batch in batches:
+                for frame, result in batch:
+                    sink.submit(frame, result)
+                predicted += len(batch)
+                if progress is not None:
+                    progress(predicted, expected)
+        finally:
+            batches.close()  # stops the decoder thread whatever happened
     except VideoReadError as exc:
         error = str(exc)
     except BaseException as exc:
         sink.close(done=False, error="interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt)
                    else f"stopped: {first_line(exc)}")
         raise
-    finally:
-        batches.close()  # stops the decoder thread whatever happened
-    sink.close(done=error is None, error=error)
-    return VideoOutcome(files=sink.files, frames=sink.frames, error=sink.error_text, done=sink.done)
+    return sink.close(done=error is None, error=error)
 
