@@ -448,3 +448,24 @@ def test_memory_does_not_grow_with_the_video_length(tmp_path):
     assert (short[0], long[0]) == (60, 600)
     assert long[1] < short[1] + 3_000_000, (short, long)
     assert long[2] < short[2] + 40_000_000, (short, long)
+
+
+def test_clipseg_on_a_video_equals_clipseg_on_its_frames(tmp_path):
+    """A real (tiny) backend through the pipeline, batched: each frame's result is exactly what
+    predict gives for that decoded frame alone, and S.jsonl records the backend's options."""
+    from tiny_models import make_tiny_clipseg
+
+    seg = segkit.load("clipseg", weights=make_tiny_clipseg(tmp_path / "model"), device="cpu")
+    source = make_video(tmp_path / "a.mp4", n=5, image=_noise)
+    frames = [rgb for _, rgb, _ in decoded(source)]
+    got = list(segkit.segment_video(seg, source, batch_size=2, prompts=["a cat", "grass"], threshold=0.5))
+    assert [index for index, _, _ in got] == list(range(5))
+    for (_, _, result), rgb in zip(got, frames):
+        alone = seg.predict(rgb, prompts=["a cat", "grass"], threshold=0.5)
+        np.testing.assert_allclose(result.heatmaps, alone.heatmaps, atol=1e-6)
+        assert result.labels == ["a cat", "grass"]
+    outcome = video.write_video(seg, source, tmp_path, "a", options={"prompts": ["a cat", "grass"]}, batch_size=2)
+    head = jsonl(tmp_path / "a.jsonl")[0]
+    assert outcome.done and outcome.frames == 5
+    assert head["options"]["prompts"] == ["a cat", "grass"] and head["options"]["prompt_images"] == []
+    assert head["model"] == seg.source
