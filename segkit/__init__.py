@@ -5,7 +5,7 @@ Importing segkit is cheap: torch and transformers load only when a model does.
 
 from ._version import __version__
 
-__all__ = ["__version__", "check", "load", "list_models", "run", "Result"]
+__all__ = ["__version__", "check", "load", "list_models", "run", "segment_video", "Result"]
 
 
 def check(name: str, *, device="auto", dtype=None, **options) -> None:
@@ -51,6 +51,13 @@ def list_models(backend: str | None = None) -> list[str]:
     from .registry import list_models as _list
 
     return _list(backend)
+
+
+def segment_video(segmenter, path, **kwargs):
+    """Yield ``(frame_index, time_s, Result)`` for the frames of a video, lazily (see segkit.video)."""
+    from .video import segment_video as _segment_video
+
+    return _segment_video(segmenter, path, **kwargs)
 
 
 def __getattr__(name):

@@ -24,6 +24,10 @@ class DiskFullError(SegkitError):
     """The output disk is full: every next image would fail alike, so a batch stops."""
 
 
+class VideoReadError(SegkitError):
+    """An input could not be read as a video, or stopped decoding part way (the message says where)."""
+
+
 class WeightsUnavailableError(SegkitError):
     """Weights are neither cached nor reachable."""
 
