@@ -106,43 +106,64 @@ def _tint(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, painted: list
           alpha) -> np.ndarray:
     """The image with each segment of ``painted`` blended over it in that order.
 
-    Equal to blending a float32 copy of the frame segment after segment (the reference), but a pixel
-    under one segment is a look-up in that segment's 256-entry table, and only pixels under several
-    segments are blended in float, in order, from their 8-bit value.
+    Equal to blending a float32 copy of the frame segment after segment (the reference), without
+    float work on the frame: a pixel's result depends only on its 8-bit value and on the stack of
+    segments over it. While segments are painted, each pixel carries the id of its stack (0: none;
+    integer work on each segment's box), and each stack has the float32 blend of all 256 values per
+    channel; one table look-up per pixel then gives the result. Masks so ragged that their stacks
+    pass _MAX_STACKS fall back to blending a float32 frame.
     """
     height, width = image.shape[:2]
-    # top: 256 * (1 + position in painted) of the last segment over each pixel, 0 where none is.
-    top = np.zeros((height, width), dtype=np.uint16 if len(painted) < 255 else np.int32)
-    several = np.zeros((height, width), dtype=bool)
-    tables = np.empty((len(painted) + 1, 256, 3), dtype=np.uint8)
-    tables[0] = np.arange(256, dtype=np.uint8)[:, None]
-    ramp = np.repeat(np.arange(256, dtype=np.float32)[:, None], 3, axis=1)
-    for k, i in enumerate(painted):
+    stack = np.zeros((height, width), dtype=np.uint16)
+    states = np.empty((64, 256, 3), dtype=np.float32)  # states[s][v]: value v after stack s's blends
+    states[0] = np.arange(256, dtype=np.float32)[:, None]
+    count = 1
+    for done, i in enumerate(painted):
         window = _window(boxes[i])
-        mask, top_w = masks[i][window], top[window]
-        several[window] |= mask & (top_w != 0)
-        np.copyto(top_w, (k + 1) << 8, where=mask)
-        tables[k + 1] = _to_uint8(_blend(ramp, colors[i], alpha))
+        mask, ids = masks[i][window], stack[window]
+        if not ids.any(where=mask):  # nothing under this segment yet: one new stack
+            parents = np.zeros(1, dtype=np.int64)
+            np.copyto(ids, count, where=mask)
+        else:
+            marked = np.where(mask, ids, count)  # ``count`` marks pixels outside the mask
+            parents = np.flatnonzero(np.bincount(marked.ravel(), minlength=count + 1)[:count])
+            if count + len(parents) > _MAX_STACKS:
+                return _tint_in_float(_apply_states(image, stack, states), masks, boxes, painted[done:], colors,
+                                      alpha)
+            relabel = np.arange(count + 1, dtype=np.uint16)
+            relabel[parents] = np.arange(count, count + len(parents))
+            np.copyto(ids, relabel[marked], where=mask)
+        if count + len(parents) > len(states):
+            states = np.concatenate([states, np.empty_like(states)])
+        blended = _blend(states[parents].reshape(-1, 3), colors[i], alpha)
+        states[count:count + len(parents)] = blended.reshape(-1, 256, 3)
+        count += len(parents)
+    return _apply_states(image, stack, _to_uint8(states[:count]))
 
-    out = np.empty((height, width, 3), dtype=np.uint8)
-    flat = [np.ascontiguousarray(tables[:, :, c]).reshape(-1) for c in range(3)]
+
+_MAX_STACKS = 8192  # tables of at most 8192 x 256 x 3 float32 (24 MiB); ids fit in uint16
+
+
+def _apply_states(image: np.ndarray, stack: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """Each pixel's value looked up in its stack's table (uint8 or float32), a band of rows at a time."""
+    height, width = stack.shape
+    out = np.empty((height, width, 3), dtype=states.dtype)
+    flat = [np.ascontiguousarray(states[:, :, c]).reshape(-1) for c in range(3)]
     for rows in _row_bands(height, width):
+        base = stack[rows].astype(np.int32) << 8
         for c in range(3):
-            out[rows, :, c] = flat[c][top[rows] | image[rows, :, c]]
-    del top
-
-    ys, xs = np.nonzero(several)
-    del several
-    if len(ys):
-        state = image[ys, xs].astype(np.float32)
-        for i in painted:
-            x0, y0, x1, y1 = boxes[i]
-            lo, hi = np.searchsorted(ys, (y0, y1))
-            near = lo + np.flatnonzero((xs[lo:hi] >= x0) & (xs[lo:hi] < x1))
-            under = near[masks[i][ys[near], xs[near]]]
-            state[under] = _blend(state[under], colors[i], alpha)
-        out[ys, xs] = _to_uint8(state)
+            out[rows, :, c] = flat[c][base | image[rows, :, c]]
     return out
+
+
+def _tint_in_float(canvas: np.ndarray, masks: np.ndarray, boxes: np.ndarray, painted: list[int],
+                   colors: np.ndarray, alpha) -> np.ndarray:
+    """The reference's float32 blending, on each segment's box, for the rest of ``painted``."""
+    for i in painted:
+        window = _window(boxes[i])
+        mask, region = masks[i][window], canvas[window]
+        region[mask] = _blend(region[mask], colors[i], alpha)
+    return _to_uint8(canvas)
 
 
 def _contours(mask: np.ndarray) -> np.ndarray:
@@ -163,7 +184,7 @@ def _outline(out: np.ndarray, masks: np.ndarray, boxes: np.ndarray, painted: lis
     for i in painted:
         x0, y0, x1, y1 = (int(v) for v in boxes[i])
         window = slice(max(0, y0 - 1), min(height, y1 + 1)), slice(max(0, x0 - 1), min(width, x1 + 1))
-        np.copyto(out[window], colors[i], where=_contours(masks[i][window])[..., None])
+        out[window][_contours(masks[i][window])] = colors[i]
 
 
 def _caption_anchor(mask: np.ndarray, box) -> tuple[int, int]:

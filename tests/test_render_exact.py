@@ -225,6 +225,17 @@ def test_overlay_in_row_bands_matches_reference(monkeypatch):
             assert np.array_equal(render.heatmap_gray(result.heatmaps[0]), reference_heatmap_gray(result.heatmaps[0]))
 
 
+@pytest.mark.parametrize("limit", [2, 6])
+def test_overlay_falls_back_to_float_blending_exactly(monkeypatch, limit):
+    """Masks with more distinct stacks than the table limit are finished in float: same pixels."""
+    monkeypatch.setattr(render, "_MAX_STACKS", limit)
+    image = _photo(10)
+    for alpha in (0.5, 0.3):
+        for result in (_instance(), _prompted()):
+            assert np.array_equal(render.overlay(image, result, alpha=alpha),
+                                  reference_overlay(image, result, alpha=alpha))
+
+
 def test_overlay_many_segments_and_tiny_images():
     """Over 255 segments (wider look-up index), a one-pixel mask, images smaller than the legend."""
     rng = np.random.default_rng(5)
