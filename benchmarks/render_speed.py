@@ -118,7 +118,7 @@ def photo() -> np.ndarray:
 
     small = Image.open(REPO / "examples" / "astronaut.jpg").convert("RGB")
     big = np.asarray(small.resize((W, W), Image.BICUBIC))[(W - H) // 2:(W - H) // 2 + H]
-    noise = np.random.default_rng(0).normal(0, 3, big.shape)
+    noise = np.random.default_rng(0).normal(0, 1.5, big.shape)
     return np.clip(big + noise, 0, 255).astype(np.uint8)
 
 
