@@ -150,9 +150,9 @@ def _apply_states(image: np.ndarray, stack: np.ndarray, states: np.ndarray) -> n
     out = np.empty((height, width, 3), dtype=states.dtype)
     flat = [np.ascontiguousarray(states[:, :, c]).reshape(-1) for c in range(3)]
     for rows in _row_bands(height, width):
-        base = stack[rows].astype(np.int32) << 8
+        base = stack[rows].astype(np.intp) << 8
         for c in range(3):
-            out[rows, :, c] = flat[c][base | image[rows, :, c]]
+            out[rows, :, c] = np.take(flat[c], base | image[rows, :, c])
     return out
 
 
