@@ -121,15 +121,17 @@ def _tint(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, painted: list
     for done, i in enumerate(painted):
         window = _window(boxes[i])
         mask, ids = masks[i][window], stack[window]
+        marked = None
         if not ids.any(where=mask):  # nothing under this segment yet: one new stack
             parents = np.zeros(1, dtype=np.int64)
-            np.copyto(ids, count, where=mask)
         else:
             marked = np.where(mask, ids, count)  # ``count`` marks pixels outside the mask
             parents = np.flatnonzero(np.bincount(marked.ravel(), minlength=count + 1)[:count])
-            if count + len(parents) > _MAX_STACKS:
-                return _tint_in_float(_apply_states(image, stack, states), masks, boxes, painted[done:], colors,
-                                      alpha)
+        if count + len(parents) > _MAX_STACKS:
+            return _tint_in_float(_apply_states(image, stack, states), masks, boxes, painted[done:], colors, alpha)
+        if marked is None:
+            np.copyto(ids, count, where=mask)
+        else:
             relabel = np.arange(count + 1, dtype=np.uint16)
             relabel[parents] = np.arange(count, count + len(parents))
             np.copyto(ids, relabel[marked], where=mask)
