@@ -205,6 +205,8 @@ def main():
     overlays, label_maps = {}, {}
     for name in args.cases.split(","):
         result = CASES[name]()
+        coverage = sum(np.count_nonzero(m) for m in result.masks) / (H * W)
+        print(f"{name:9} {len(result)} segments covering {coverage:.1f} frames in all")
         old_s, old_over, old_mib = best_of(lambda: old_overlay(image, result), 1)
         new_s, new_over, new_mib = best_of(lambda: render.overlay(image, result), args.repeat)
         same = np.array_equal(old_over, new_over)
