@@ -7,9 +7,11 @@ phone photo's) and three synthetic results shaped like the backends' (the render
   panoptic  40 segments tiling the frame, things and stuff, a dataset palette (OneFormer)
   clipseg   3 prompts with full-size heatmaps, masks and a combined label map (CLIPSeg)
 For each: seconds for the overlay (old and new, and that the pixels are identical), the label image
-and the heatmaps; then PNG encoding at zlib levels 1-6 (``optimize`` off) of an overlay and a label map.
+and the heatmaps; then PNG encoding at zlib levels 1-6 and two zlib strategies (``optimize`` off) of
+each overlay, label map and a heatmap.
 
     flock /tmp/segkit-bench.lock python benchmarks/render_speed.py [--repeat 3] [--cases cutler,panoptic,clipseg]
+        [--png-only]
 """
 
 from __future__ import annotations
@@ -185,10 +187,15 @@ def best_of(fn, repeat):
     return min(times), value, peak
 
 
-def png_seconds(image, level, repeat):
+# (name, zlib level, zlib strategy): Pillow's default strategy (-1) at levels 1-6, then level 1 with the
+# run-length and Huffman-only strategies (save_png's default is "1 rle").
+PNG_SETTINGS = [(str(level), level, -1) for level in range(1, 7)] + [("1 rle", 1, 3), ("1 huff", 1, 2)]
+
+
+def png_seconds(image, level, strategy, repeat):
     def encode():
         buffer = io.BytesIO()
-        render.save_png(image, buffer, compress_level=level)
+        render.save_png(image, buffer, compress_level=level, compress_type=strategy)
         return buffer.getbuffer().nbytes
     seconds, size, _ = best_of(encode, repeat)
     return seconds, size
@@ -198,15 +205,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs of each new step (old steps run once)")
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--png-only", action="store_true", help="skip the old renderer (PNG table only)")
     args = parser.parse_args()
     image = photo()
     print(f"photo {W}x{H}; seconds per image, fastest of {args.repeat} (old: one run); peak = extra RSS")
     print(f"{'case':9} {'step':10} {'old s':>7} {'new s':>7} {'ratio':>6} {'old MiB':>8} {'new MiB':>8}  identical")
-    overlays, label_maps = {}, {}
+    overlays, label_maps, heatmaps = {}, {}, {}
     for name in args.cases.split(","):
         result = CASES[name]()
         coverage = sum(np.count_nonzero(m) for m in result.masks) / (H * W)
         print(f"{name:9} {len(result)} segments covering {coverage:.1f} frames in all")
+        if args.png_only:
+            overlays[name], label_maps[name] = render.overlay(image, result), render.label_image(result)
+            if result.heatmaps is not None:
+                heatmaps[name] = render.heatmap_gray(result.heatmaps[0])
+            continue
         old_s, old_over, old_mib = best_of(lambda: old_overlay(image, result), 1)
         new_s, new_over, new_mib = best_of(lambda: render.overlay(image, result), args.repeat)
         same = np.array_equal(old_over, new_over)
@@ -229,17 +242,18 @@ def main():
             new_s, new_heat, _ = best_of(lambda: [render.heatmap_gray(h) for h in result.heatmaps], args.repeat)
             same = all(np.array_equal(a, b) for a, b in zip(old_heat, new_heat))
             print(f"{name:9} {'heatmaps':10} {old_s:7.3f} {new_s:7.3f} {old_s / new_s:6.1f} {'':8} {'':8}  {same}")
+            heatmaps[name] = new_heat[0]
         overlays[name], label_maps[name] = new_over, new_lab
         del result
 
-    print("\nPNG encoding (Pillow, optimize off): seconds and MB per image at each zlib level; "
-          "ratio = level-6 seconds / these")
+    print("\nPNG encoding (Pillow, optimize off): seconds and MB per image for each zlib level / strategy")
     targets = [(f"{n} overlay", overlays[n]) for n in overlays] + [(f"{n} labels", label_maps[n]) for n in label_maps]
-    print(f"{'image':18}" + "".join(f"{'L' + str(level) + ' s':>8}{'MB':>6}" for level in range(1, 7)))
+    targets += [(f"{n} heatmap", heatmaps[n]) for n in heatmaps]
+    print(f"{'image':17}" + "".join(f"{name + ' s':>10}{'MB':>6}" for name, _, _ in PNG_SETTINGS))
     for label, target in targets:
-        row = [png_seconds(target, level, args.repeat) for level in range(1, 7)]
-        print(f"{label:18}" + "".join(f"{s:8.3f}{b / 1e6:6.1f}" for s, b in row)
-              + f"   L1 is {row[5][0] / row[0][0]:.1f}x faster than L6")
+        row = [png_seconds(target, level, strategy, args.repeat) for _, level, strategy in PNG_SETTINGS]
+        print(f"{label:17}" + "".join(f"{s:10.3f}{b / 1e6:6.2f}" for s, b in row)
+              + f"   level 6 / '1 rle': {row[5][0] / row[6][0]:.1f}x the time")
 
 
 if __name__ == "__main__":

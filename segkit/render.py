@@ -15,9 +15,11 @@ import numpy as np
 from . import fonts
 from .result import Result
 
-# zlib level for PNGs: lossless at every level; 1 writes a 12 MP overlay about 3x faster than Pillow's
-# default 6 for files about 10% larger (benchmarks/render_speed.py).
+# PNGs are lossless whatever the zlib settings. Level 1 with the run-length strategy writes a 12 MP
+# overlay 3-5x faster than Pillow's default (level 6), and the overlays and label maps come out no
+# bigger than at level 6 (benchmarks/render_speed.py).
 PNG_COMPRESS_LEVEL = 1
+PNG_COMPRESS_TYPE = 3  # zlib.Z_RLE
 _BAND_PIXELS = 1 << 20  # row bands of about a megapixel bound the temporaries of full-frame passes
 
 
@@ -377,14 +379,14 @@ def heatmap_gray(heatmap: np.ndarray) -> np.ndarray:
     return gray
 
 
-def save_png(image, file, compress_level: int = PNG_COMPRESS_LEVEL) -> None:
-    """Write an array or PIL image as PNG to a path or binary file, at a fast zlib level (lossless:
-    the decoded pixels are the same at every level; see PNG_COMPRESS_LEVEL)."""
+def save_png(image, file, compress_level: int = PNG_COMPRESS_LEVEL, compress_type: int = PNG_COMPRESS_TYPE) -> None:
+    """Write an array or PIL image as PNG to a path or binary file, fast (see PNG_COMPRESS_LEVEL;
+    lossless: the decoded pixels are the same at every level and zlib strategy)."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
         image = Image.fromarray(np.asarray(image))
-    image.save(file, format="PNG", compress_level=compress_level, optimize=False)
+    image.save(file, format="PNG", compress_level=compress_level, compress_type=compress_type, optimize=False)
 
 
 def grid_figure(image: np.ndarray, result: Result, cmap: str = "viridis"):

@@ -295,18 +295,19 @@ def test_heatmap_gray_matches_reference():
     assert np.array_equal(render.heatmap_gray(heat.astype(np.float64)), reference_heatmap_gray(heat.astype(np.float64)))
 
 
-@pytest.mark.parametrize("level", [0, 1, 6, 9])
-def test_save_png_is_lossless(level, tmp_path):
+@pytest.mark.parametrize("level, strategy", [(0, -1), (1, -1), (6, -1), (9, -1), (1, 3), (1, 2)])
+def test_save_png_is_lossless(level, strategy, tmp_path):
     image, result = _photo(9), _prompted()
     over = render.overlay(image, result)
-    render.save_png(over, tmp_path / "o.png", compress_level=level)
+    render.save_png(over, tmp_path / "o.png", compress_level=level, compress_type=strategy)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), over)
     labels = render.label_image(result)
     buffer = io.BytesIO()
-    render.save_png(labels, buffer, compress_level=level)
+    render.save_png(labels, buffer, compress_level=level, compress_type=strategy)
     again = Image.open(io.BytesIO(buffer.getvalue()))
     assert again.mode == "P" and np.array_equal(np.asarray(again), np.asarray(labels))
     assert again.getpalette() == labels.getpalette()
     ids = render.label_image(_instance())
-    render.save_png(ids, tmp_path / "ids.png", compress_level=level)
+    render.save_png(ids, tmp_path / "ids.png", compress_level=level, compress_type=strategy)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "ids.png")), np.asarray(ids))
+    assert Image.open(tmp_path / "ids.png").mode == "I;16"
