@@ -254,7 +254,10 @@ class _Text:
         if found is None:
             return self.default
         if found not in self._opened:
-            self._opened[found] = ImageFont.truetype(found[0], self.size, index=found[1])
+            try:
+                self._opened[found] = ImageFont.truetype(found[0], self.size, index=found[1])
+            except OSError:  # listed by fontconfig but unreadable by FreeType: boxes, not a failed image
+                self._opened[found] = self.default
         return self._opened[found]
 
     def bbox(self, text: str, xy=(0, 0), font=None):
