@@ -2,7 +2,7 @@
 
 Every drawing function is ``f(image, result, ...)`` (as supervision's annotators are): backends
 never draw, and this module never runs a model. Drawing works on each segment's bounding box with
-integer labels and look-up tables, never on full-frame float copies: a 12 MP overlay draws 9-22x
+integer labels and look-up tables, never on full-frame float copies: a 12 MP overlay draws 7-16x
 faster than that did, pixel for pixel the same (benchmarks/render_speed.py).
 """
 
@@ -17,8 +17,8 @@ from . import fonts
 from .result import Result
 
 # PNGs are lossless whatever the zlib settings. Level 1 with the run-length strategy writes a 12 MP
-# overlay 3-5x faster than Pillow's default (level 6), and the overlays and label maps come out no
-# bigger than at level 6 (benchmarks/render_speed.py).
+# overlay 3-6x faster than Pillow's default (level 6) and a little faster than level 1 alone; files
+# within 6% of level 6's size, label maps as small (benchmarks/render_speed.py).
 PNG_COMPRESS_LEVEL = 1
 PNG_COMPRESS_TYPE = 3  # zlib.Z_RLE
 _BAND_PIXELS = 1 << 20  # row bands of about a megapixel bound the temporaries of full-frame passes
