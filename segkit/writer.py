@@ -20,14 +20,6 @@ STEM_BYTES = 120  # room left in a 255-byte name for a prompt and a suffix
 LABEL_BYTES = 100
 
 
-def _png(array_or_image, path, **params) -> None:
-    """A lossless PNG at a fast compression level (decoded pixels are the same at every level)."""
-    from PIL import Image
-
-    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
-    image.save(path, format="PNG", compress_level=1, **params)
-
-
 class OutputWriter:
     """Writes the chosen files for each result into one folder; ``finish()`` writes the batch files."""
 
@@ -82,32 +74,34 @@ class OutputWriter:
         return names[0], roles
 
     def write(self, source, image: np.ndarray, result, abort=None) -> list[Path]:
-        """Render and write every chosen output of one image, all or none; returns the paths."""
+        """Render and write every chosen output of one image, all or none; returns the paths.
+
+        PNGs are lossless at a fast zlib setting (see render.save_png)."""
         from . import render
 
         stem, roles = self.names(source, result)
         files = {}
         over = render.overlay(image, result, alpha=self.alpha)
-        files[roles["overlay"]] = lambda p: _png(over, p)
+        files[roles["overlay"]] = lambda p: render.save_png(over, p)
         if "labels" in roles:
-            files[roles["labels"]] = lambda p: _png(render.label_image(result), p)
+            files[roles["labels"]] = lambda p: render.save_png(render.label_image(result), p)
         heat_files = {}
         for role, name in roles.items():
             if isinstance(role, tuple) and role[0] == "heat":
                 heat_files[role[1]] = name
-                files[name] = lambda p, i=role[1]: _png(render.heatmap_gray(result.heatmaps[i]), p)
+                files[name] = lambda p, i=role[1]: render.save_png(render.heatmap_gray(result.heatmaps[i]), p)
         mask_files = {}
         if "masks" in roles:
             for i in range(len(result)):
                 name = f"{roles['masks']}/{i:03d}_{safe_name(result.labels[i], 'segment', LABEL_BYTES)}.png"
                 mask_files[i] = name
-                files[name] = lambda p, i=i: _png(result.masks[i].astype(np.uint8) * 255, p)
+                files[name] = lambda p, i=i: render.save_png(result.masks[i].astype(np.uint8) * 255, p)
         if "grid" in roles:
             files[roles["grid"]] = lambda p: _save_figure(render.grid_figure(image, result), p)
         segments_info = None
         if "panoptic" in roles:
             panoptic_rgb, segments_info = result.to_panoptic()
-            files[roles["panoptic"]] = lambda p: _png(panoptic_rgb, p)
+            files[roles["panoptic"]] = lambda p: render.save_png(panoptic_rgb, p)
         segments = None
         if "json" in roles or self.coco_path is not None:
             segments = result.to_coco()
