@@ -132,15 +132,16 @@ def _load_vit(folder: Path, torch_dtype):
                               f"MaskCut needs a DINO ViT; {hint}")
     model_config = ViTConfig.from_dict({**settings, "layer_norm_eps": DINO_LAYER_NORM_EPS})
     try:
-        model, info = ViTModel.from_pretrained(str(folder), config=model_config, add_pooling_layer=False,
-                                               attn_implementation="sdpa", dtype=torch_dtype,
-                                               output_loading_info=True)
+        model, info = ViTModel.from_pretrained(
+            str(folder), config=model_config, add_pooling_layer=False, attn_implementation="sdpa", dtype=torch_dtype,
+            ignore_mismatched_sizes=True, output_loading_info=True)  # mis-shaped tensors are listed, then refused
     except Exception as exc:
         raise CheckpointError(f"{folder}: the ViT weights could not be loaded ({first_line(exc)}); {hint}") from None
     unexpected = [k for k in info.get("unexpected_keys", ()) if not k.startswith(IGNORED_KEYS)]
     mismatched = [str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", ())]
-    wrong = list(info.get("missing_keys", ())) + mismatched + unexpected
-    if wrong:
-        raise CheckpointError(f"{folder}: the weights do not fit config.json ({len(wrong)} tensors missing, "
-                              f"mis-shaped or unknown, first: {', '.join(sorted(wrong)[:3])}); {hint}")
+    wrong = {"missing": sorted(info.get("missing_keys", ())), "mis-shaped": sorted(mismatched),
+             "unknown": sorted(unexpected)}
+    if any(wrong.values()):
+        listed = "; ".join(f"{len(keys)} {kind} (first: {', '.join(keys[:3])})" for kind, keys in wrong.items() if keys)
+        raise CheckpointError(f"{folder}: the weights do not fit its config.json: {listed}; {hint}")
     return model
