@@ -159,6 +159,8 @@ def test_crf_step_reproduces_demo(name):
         np.testing.assert_allclose(refined.iou, c["crf_iou"][i], rtol=0, atol=1e-6, equal_nan=True)
         assert refined.kept == c["crf_kept"][i]
         np.testing.assert_array_equal(crf.to_photo_size(refined.mask, height, width), c["final_masks"][i])
+    # refine() skips the CRF for empty masks: the CRF itself keeps them empty
+    assert not crf.densecrf(c["resized_rgb"], np.zeros(c["masks"].shape[1:], dtype=bool)).any()
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -44,9 +44,16 @@ class Refined:
 
 
 def refine(square_rgb: np.ndarray, mask: np.ndarray) -> Refined:
-    """CutLER's ``densecrf(I_new, mask) >= 0.5``, ``binary_fill_holes`` and the IoU >= 0.5 test."""
+    """CutLER's ``densecrf(I_new, mask) >= 0.5``, ``binary_fill_holes`` and the IoU >= 0.5 test.
+
+    An empty mask (a rejected round) stays empty without running the CRF: its unaries favour the
+    background everywhere and the Potts kernels only reward agreeing labels, so the CRF keeps them.
+    """
     from scipy import ndimage
 
+    if not mask.any():
+        empty = np.zeros(mask.shape, dtype=bool)
+        return Refined(crf_map=empty, filled=empty, iou=float("nan"), kept=True)
     crf_map = densecrf(square_rgb, mask)
     filled = ndimage.binary_fill_holes(crf_map)
     union = int((mask | filled).sum())
