@@ -58,18 +58,18 @@ def ncut_rounds(keys, grid: tuple[int, int], tau: float, num_masks: int) -> list
     if h != w:  # CutLER's masking reshapes the keys to (C, h, h)
         raise ValueError(f"MaskCut needs a square patch grid, not {h}x{w}")
     painting = np.zeros((h, w), dtype=bool)
-    cosines64 = None
+    cosines64 = None  # one float64 cosine matrix serves every round after the first
     rounds: list[Round] = []
     for index in range(num_masks):
         if index:
             painting = painting | rounds[-1].mask
-        if index <= 1 or not np.array_equal(painting, rounds[-1].painting):
-            if index == 0:
-                cosines = _cosines(keys, torch.float32)
-            else:
-                cosines64 = _cosines(keys, torch.float64) if cosines64 is None else cosines64
-                cosines = cosines64
-            cut = _cut(cosines, painting, tau, grid)
+        if index >= 2 and np.array_equal(painting, rounds[-1].painting):
+            cut = rounds[-1].cut  # the previous round was rejected: same graph, same cut
+        elif index == 0:
+            cut = _cut(_cosines(keys, torch.float32), painting, tau, grid)
+        else:
+            cosines64 = _cosines(keys, torch.float64) if cosines64 is None else cosines64
+            cut = _cut(cosines64, painting, tau, grid)
         rounds.append(_judge(cut, painting, rounds[-1].mask if rounds else None))
     return rounds
 
@@ -115,7 +115,7 @@ def _cut(cosines: np.ndarray, painting: np.ndarray, tau: float, grid: tuple[int,
     np.negative(laplacian, out=laplacian)
     diagonal = np.arange(len(degree))
     laplacian[diagonal, diagonal] += degree  # D - A, the same numbers as CutLER's
-    degrees = np.zeros_like(laplacian, order="F")  # Fortran order: LAPACK reads it without a copy
+    degrees = np.zeros(laplacian.shape, order="F")  # Fortran order: LAPACK reads it without a copy
     degrees[diagonal, diagonal] = degree
     eigvals, eigvecs = eigh(laplacian, degrees, subset_by_index=[1, 2], check_finite=False,
                             overwrite_a=True, overwrite_b=True)
