@@ -60,8 +60,8 @@ class Stopwatch:
 # --- the reference: CutLER's maskcut() + demo.py, step by step --------------------------------------------
 
 def reference_keys(model, pixels):
-    """DINO's ``ViTFeat`` forward: every block but the last, then the last block's LayerNorm, qkv and
-    attention (``get_last_selfattention``), with the keys taken from the qkv output."""
+    """DINO's ``ViTFeat`` forward: every block but the last, then the last block's LayerNorm and whole
+    attention (``get_last_selfattention``), the keys taken by a hook on the key projection."""
     import torch
 
     from segkit.backends.maskcut.dino import dino_position_embeddings
@@ -73,13 +73,13 @@ def reference_keys(model, pixels):
     for layer in model.layers[:-1]:
         hidden = layer(hidden)  # eager attention: softmax(q k^T * scale) v
     last = model.layers[-1]
-    normed = last.layernorm_before(hidden)
-    heads, width = model.config.num_attention_heads, model.config.hidden_size // model.config.num_attention_heads
-    q = last.attention.q_proj(normed).view(1, -1, heads, width).transpose(1, 2)
-    k = last.attention.k_proj(normed)
-    attention = (q @ k.view(1, -1, heads, width).transpose(1, 2).transpose(-2, -1)) * width ** -0.5
-    attention.softmax(dim=-1)  # DINO returns this attention map; MaskCut uses only the hooked keys
-    return k[0, 1:].T
+    captured = {}
+    hook = last.attention.k_proj.register_forward_hook(lambda module, inputs, output: captured.update(keys=output))
+    try:
+        last.attention(last.layernorm_before(hidden))
+    finally:
+        hook.remove()
+    return captured["keys"][0, 1:].T
 
 
 def reference_ncut(feats, grid, tau, rounds, size):

@@ -40,9 +40,9 @@ class MaskCutSegmenter(Segmenter):
                "keys exceeds it (CutLER's demo uses 0.15).", min=-1, max=1),
         Option("num_masks", "int", 3, "NCut rounds, so at most this many objects per image.", min=1, max=100),
         Option("fixed_size", "int", 480, "Side of the square the photo is resized to (aspect ratio not kept). "
-               "The affinity matrix is (side/8)^4 entries: 480 px gives 3600x3600 (100 MB per float64 "
-               "copy, ~0.6 GB peak, an eigensolve of seconds); doubling the side costs 16x the memory and "
-               "about 64x the eigensolve time.", min=16, max=1024),
+               "The affinity matrix has (side/8)^4 entries: 480 px gives 3600x3600 (100 MB per float64 "
+               "copy, about 0.4 GB at the peak); doubling the side costs 16x the memory and about 64x the "
+               "time of the eigensolves.", min=16, max=1024),
         Option("crf", "bool", None, "Refine each mask with CutLER's dense CRF (default: on when pydensecrf "
                'is installed; pip install "segkit[crf]").'),
     )
@@ -60,7 +60,7 @@ class MaskCutSegmenter(Segmenter):
             if not used["crf"] and not _crf_warning_shown:
                 _crf_warning_shown = True
                 warnings.warn(f"MaskCut runs without its CRF (pydensecrf is not installed), so the masks are "
-                              f"coarser; to refine them: {crf_step.INSTALL_HINT}", stacklevel=3)
+                              f"coarser; to refine them: {crf_step.INSTALL_HINT}", stacklevel=4)
         elif used["crf"] and not crf_step.available():
             raise OptionError(f"crf=True needs pydensecrf, which is not installed: {crf_step.INSTALL_HINT}; "
                               "or pass crf=False")
