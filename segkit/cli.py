@@ -20,6 +20,7 @@ COMMANDS = {  # name -> module:attribute, in the order --help lists them
     "instance": "segkit.commands.oneformer:instance",
     "panoptic": "segkit.commands.oneformer:panoptic",
     "cutler": "segkit.commands.cutler:command",
+    "maskcut": "segkit.commands.maskcut:command",
     "clipseg": "segkit.commands.clipseg:command",
     "demo": "segkit.commands.demo:command",
     "models": "segkit.commands.models:group",

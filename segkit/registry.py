@@ -9,6 +9,7 @@ from importlib import resources
 BACKENDS = {
     "clipseg": "segkit.backends.clipseg",
     "cutler": "segkit.backends.cutler",
+    "maskcut": "segkit.backends.maskcut",
     "oneformer": "segkit.backends.oneformer",
 }
 

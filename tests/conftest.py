@@ -194,6 +194,8 @@ def tiny_model_args(backend: str, folder: Path) -> dict:
 
         tiny_oneformer(load_labels("coco_panoptic").names, seed=1).save_pretrained(folder / "oneformer")
         return {"weights": folder / "oneformer"}
+    if backend == "maskcut":
+        return {"weights": FIXTURES / "maskcut" / "model"}
     raise KeyError(f"no tiny model for backend {backend!r}: add one to tests/conftest.py tiny_model_args")
 
 
@@ -202,4 +204,5 @@ TINY_OPTIONS = {
     "clipseg": {"prompts": ["cat", "grass"], "threshold": 0.5},
     "cutler": {"threshold": 0.0, "max_detections": 5},
     "oneformer": {"task": "panoptic", "threshold": 0.0},
+    "maskcut": {"fixed_size": 160, "tau": 0.15, "num_masks": 3, "crf": False},
 }
