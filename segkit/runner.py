@@ -21,6 +21,18 @@ from .errors import DiskFullError, RequestError, SegkitError
 PENDING_WRITES = 1  # results written behind the model, at most (each holds an image and its masks)
 
 
+@dataclass(frozen=True)
+class VideoSettings:
+    """How videos among the inputs are read and what they write besides S_overlay.mp4 and S.jsonl:
+    every ``stride``-th frame from ``start`` to ``end`` seconds; ``save`` the per-frame PNGs
+    (labels, heatmaps, masks) the user asked for by name."""
+
+    stride: int = 1
+    start: float | None = None
+    end: float | None = None
+    save: tuple[str, ...] = ()
+
+
 @dataclass
 class Outcome:
     """What became of one input: its result and files, or the one-line reason it failed."""
@@ -31,6 +43,7 @@ class Outcome:
     error: str | None = None
     exception: BaseException | None = None
     seconds: float = 0.0
+    frames: int | None = None  # for a video: the frames processed
 
     @property
     def ok(self) -> bool:
@@ -61,22 +74,79 @@ def _release_gpu_memory() -> None:
 
 
 def run(segmenter, inputs, options=None, writer=None, *, batch_size: int = 1, max_pixels: int | None = None,
-        progress=None):
+        progress=None, video: VideoSettings | None = None, frame_progress=None):
     """Segment every input in order and yield one :class:`Outcome` per input, in input order.
 
     ``inputs`` are paths (or arrays / PIL images, named ``image-N``); ``options`` the predict
     options, checked before the first image (an OptionError is raised at once); ``writer`` an
     OutputWriter (or None: results only). ``progress(done, total)`` is called after each input.
-    A DiskFullError or an interrupt stops the batch; files of the image being written then are
-    removed, never left partial.
+    A path that is a video is streamed through ``segkit.video.write_video`` with ``video``'s
+    settings (``frame_progress(source, frames_done, frames_expected)`` as it goes). A DiskFullError
+    or an interrupt stops the batch; files of the image being written then are removed, never left
+    partial, and a video's files are closed with what was done.
     """
-    from .imageio import as_rgb_array, read_image
-
     options = dict(options or {})
     segmenter.options(**options)  # a bad option fails before any image is read
-    inputs = list(inputs)
-    total = len(inputs)
+    named = [(value if isinstance(value, (str, Path)) else f"image-{k}", value) for k, value in enumerate(inputs, 1)]
+    total = len(named)
     done = 0
+    for kind, items in _groups(named):
+        if kind == "video":
+            outcomes = [_video(segmenter, items[0][1], options, writer, video or VideoSettings(), batch_size,
+                               frame_progress)]
+        else:
+            outcomes = _images(segmenter, items, options, writer, batch_size, max_pixels)
+        for outcome in outcomes:
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            yield outcome
+
+
+def _groups(named):
+    """Runs of consecutive images, and each video on its own, in input order."""
+    from .video import is_video
+
+    group = []
+    for item in named:
+        if isinstance(item[1], (str, Path)) and is_video(item[1]):
+            if group:
+                yield "images", group
+                group = []
+            yield "video", [item]
+        else:
+            group.append(item)
+    if group:
+        yield "images", group
+
+
+def _video(segmenter, path, options, writer, settings: VideoSettings, batch_size, frame_progress) -> Outcome:
+    """One video through the streamed pipeline; a video that cannot be read is its Outcome's error."""
+    from .errors import VideoReadError
+    from .video import write_video
+
+    started = time.perf_counter()
+    if writer is None:
+        return Outcome(path, error=f"{path}: a video needs an output folder; use segkit.segment_video for results")
+    progress = None if frame_progress is None else (lambda frames, expected: frame_progress(path, frames, expected))
+    try:
+        outcome = write_video(segmenter, path, writer.folder, writer.video_stem(path), options=options,
+                              save=settings.save, alpha=writer.alpha, stride=settings.stride, start=settings.start,
+                              end=settings.end, batch_size=batch_size, model_info=writer.model_info.get("weights"),
+                              progress=progress)
+    except (RequestError, DiskFullError):
+        raise
+    except SegkitError as exc:  # not readable as a video, or its encoder failed
+        return Outcome(path, error=describe(path, exc), exception=exc, seconds=time.perf_counter() - started)
+    failure = None if outcome.done else VideoReadError(outcome.error or f"{path}: stopped early")
+    return Outcome(path, files=outcome.files, error=failure and describe(path, failure), exception=failure,
+                   seconds=time.perf_counter() - started, frames=outcome.frames)
+
+
+def _images(segmenter, named, options, writer, batch_size, max_pixels):
+    """Images read one batch ahead, predicted in batches, written one image behind (threads)."""
+    from .imageio import as_rgb_array, read_image
+
     aborted = threading.Event()
 
     def read(item):
@@ -92,27 +162,18 @@ def run(segmenter, inputs, options=None, writer=None, *, batch_size: int = 1, ma
         files = writer.write(source, rgb, result, abort=aborted.is_set) if writer is not None else []
         return Outcome(source, result, files, seconds=time.perf_counter() - started)
 
-    named = [(value if isinstance(value, (str, Path)) else f"image-{k}", value) for k, value in enumerate(inputs, 1)]
-    batches = [named[i:i + batch_size] for i in range(0, total, batch_size)]
+    batches = [named[i:i + batch_size] for i in range(0, len(named), batch_size)]
     pending = collections.deque()  # (outcome or future) in input order
 
     def drain(keep: int):
-        nonlocal done
         while len(pending) > keep or (pending and _ready(pending[0])):
             item = pending.popleft()
-            outcome = item if isinstance(item, Outcome) else _outcome_of(item)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-            yield outcome
-
-    def _outcome_of(future):
-        return future.result()
+            yield item if isinstance(item, Outcome) else item.result()
 
     reader = ThreadPoolExecutor(1, thread_name_prefix="segkit-read")
     writer_pool = ThreadPoolExecutor(1, thread_name_prefix="segkit-write")
     try:
-        next_batch = reader.submit(lambda b=batches[0] if batches else []: [read(i) for i in b])
+        next_batch = reader.submit(lambda b=batches[0]: [read(i) for i in b])
         for index in range(len(batches)):
             loaded = next_batch.result()
             if index + 1 < len(batches):
@@ -130,8 +191,7 @@ def run(segmenter, inputs, options=None, writer=None, *, batch_size: int = 1, ma
                         _release_gpu_memory()
                     pending.append(Outcome(source, error=describe(source, exc), exception=exc))
                     continue
-                future = writer_pool.submit(_guard, write, source, rgb, result, started)
-                pending.append(future)
+                pending.append(writer_pool.submit(_guard, write, source, rgb, result, started))
                 yield from drain(PENDING_WRITES)
             yield from drain(PENDING_WRITES)
         yield from drain(0)

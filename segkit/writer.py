@@ -73,6 +73,17 @@ class OutputWriter:
         names, roles = make(k)
         return names[0], roles
 
+    def video_stem(self, source) -> str:
+        """Claim the names of a video's outputs (S_overlay.mp4, S.jsonl, S_frames/) and return S."""
+        base = safe_name(Path(str(source)).stem, "video", STEM_BYTES)
+
+        def make(k):
+            stem = base if k == 0 else f"{base}-{k}"
+            return [f"{stem}_overlay.mp4", f"{stem}.jsonl", f"{stem}_frames"]
+
+        _, names = self.out.claim(make)
+        return names[1][: -len(".jsonl")]
+
     def write(self, source, image: np.ndarray, result, abort=None) -> list[Path]:
         """Render and write every chosen output of one image, all or none; returns the paths.
 

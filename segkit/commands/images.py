@@ -136,6 +136,10 @@ def common_options(config_help: str | None):
                      help="Also write one COCO dataset file of the whole batch (pseudo-labels for training)."),
         click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity."),
         click.option("--recursive", is_flag=True, help="Descend into sub-folders of folder inputs."),
+        click.option("--stride", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Videos: segment every N-th frame (the output still plays at real speed)."),
+        click.option("--start", type=click.FloatRange(min=0), help="Videos: first second to segment."),
+        click.option("--end", type=click.FloatRange(min=0), help="Videos: last second to segment."),
         click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Images per forward pass (backends that share work across images use it)."),
         click.option("--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels than this "
@@ -190,8 +194,43 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _count(paths, missing: int = 0) -> str:
+    """'3 images', '1 video', '2 images and 1 video' (inputs that named nothing count as images)."""
+    from ..video import VIDEO_SUFFIXES
+
+    videos = sum(Path(p).suffix.lower() in VIDEO_SUFFIXES for p in paths)
+    images = len(paths) - videos + missing
+    parts = [_plural(images, "image")] if images or not videos else []
+    return " and ".join(parts + ([_plural(videos, "video")] if videos else []))
+
+
+class FrameBars:
+    """One frame-counting progress bar (with frames per second) per video, on the terminal only."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.source = None
+
+    def update(self, source, frames: int, expected: int | None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self.source != source:
+            self.close()
+            self.source = source
+            self.bar = tqdm(total=expected, desc=Path(str(source)).name, unit="frame", file=sys.stderr, leave=False)
+        self.bar.update(frames - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = self.source = None
+
+
 def run_images(backend: str, model_name: str, options: dict, *, images, weights, config, device, dtype, output,
-               save, coco, alpha, recursive, batch_size, max_pixels, offline, quiet, debug):
+               save, coco, alpha, recursive, stride, start, end, batch_size, max_pixels, offline, quiet, debug):
     """Check everything, load the model once, run every input, report; exits with the batch's code."""
     if offline:
         from ..weights import set_offline
@@ -205,15 +244,20 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
 
     from ..cli import Terminated
     from ..files import check_writable, collect_inputs
+    from ..imageio import IMAGE_SUFFIXES
+    from ..runner import VideoSettings
+    from ..video import FRAME_FILE_CHOICES, VIDEO_SUFFIXES, check_range
     from ..writer import OutputWriter
 
     save_set = _save_set(save)
     try:
         segkit.check(model_name, device=device, dtype=dtype, **options)  # before any weights are fetched
+        check_range(stride, start, end)
     except RequestError as exc:
         fail(exc.for_cli(), 2)
+    videos = VideoSettings(stride, start, end, save=tuple(c for c in _split_csv(save) if c in FRAME_FILE_CHOICES))
     out_dir = Path(output)
-    inputs = collect_inputs(images, recursive=recursive, exclude=out_dir)
+    inputs = collect_inputs(images, recursive=recursive, exclude=out_dir, suffixes=IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     if not inputs.paths and not inputs.missing:
         raise click.UsageError("; ".join(["no images found in the given paths"] + inputs.hints))
     try:
@@ -224,7 +268,6 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
     failures = list(inputs.missing)
     for message in inputs.missing:
         click.echo(f"error: {message}", err=True)
-    total = len(inputs.paths) + len(inputs.missing)
     stopped = None
     if inputs.paths:
         segmenter = _load(model_name, debug, weights=weights, config=config, device=device, dtype=dtype)
@@ -232,13 +275,16 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
                               model_info={"weights": segmenter.source}, coco_path=coco)
         from tqdm import tqdm
 
-        show = not quiet and len(inputs.paths) > 1 and sys.stderr.isatty()
-        bar = tqdm(total=len(inputs.paths), disable=not show, file=sys.stderr, unit="img")
+        interactive = not quiet and sys.stderr.isatty()
+        bar = tqdm(total=len(inputs.paths), disable=not (interactive and len(inputs.paths) > 1), file=sys.stderr,
+                   unit="input")
+        frames = FrameBars(enabled=interactive)
         try:
             from ..runner import describe, run
 
             for outcome in run(segmenter, inputs.paths, options, writer, batch_size=batch_size,
-                               max_pixels=max_pixels):
+                               max_pixels=max_pixels, video=videos, frame_progress=frames.update):
+                frames.close()
                 bar.update(1)
                 if not outcome.ok:
                     message = describe(outcome.source, outcome.exception, for_cli=True)
@@ -256,6 +302,7 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         except (KeyboardInterrupt, Terminated) as exc:
             stopped = 143 if isinstance(exc, Terminated) else 130
         finally:
+            frames.close()
             bar.close()
             try:
                 batch_files = writer.finish()
@@ -265,13 +312,13 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
             word = "interrupted" if stopped == 130 else "terminated"
             note = f"; {writer.images_written} in {coco}" if coco else ""
             finished = writer.images_written + len(failures) - len(inputs.missing)  # written, or failed
-            click.echo(f"error: {word} after {finished} of {_plural(len(inputs.paths), 'image')}{note}", err=True)
+            click.echo(f"error: {word} after {finished} of {_count(inputs.paths)}{note}", err=True)
             sys.exit(stopped)
         if batch_files and not quiet:
             click.echo("wrote " + ", ".join(str(p) for p in batch_files))
     if not quiet:
-        click.echo(f"{_plural(total, 'image')}, {len(failures)} failed, {time.perf_counter() - start:.1f} s; "
-                   f"outputs in {out_dir}")
+        click.echo(f"{_count(inputs.paths, len(inputs.missing))}, {len(failures)} failed, "
+                   f"{time.perf_counter() - start:.1f} s; outputs in {out_dir}")
     sys.exit(1 if failures else 0)
 
 
