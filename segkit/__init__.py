@@ -1,4 +1,4 @@
-"""segkit: run OneFormer, CutLER and CLIPSeg on your own images, with one result type.
+"""segkit: run OneFormer, CutLER, MaskCut and CLIPSeg on your own images and videos, with one result type.
 
 Importing segkit is cheap: torch and transformers load only when a model does.
 """

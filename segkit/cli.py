@@ -44,13 +44,16 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "-V", "--version", prog_name="segkit")
 def main():
-    """segkit: OneFormer, CutLER and CLIPSeg on your own images, on CPU or CUDA.
+    """segkit: OneFormer, CutLER, MaskCut and CLIPSeg on your own images and videos, on CPU or CUDA.
 
     \b
     Examples:
       segkit clipseg examples/cat.jpg --prompt cat --prompt grass
       segkit panoptic examples/ -o out/
       segkit cutler photo.jpg --threshold 0.5
+      segkit maskcut photos/ --coco pseudo_labels.json
+      segkit clipseg video.mp4 -p car --stride 2
+      segkit demo
     """
     warnings.showwarning = _one_line_warning
 
