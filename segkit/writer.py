@@ -1,6 +1,6 @@
 """What is written for each Result, and for a whole batch, in an output folder.
 
-Per image with stem ``S``: ``S_overlay.png`` always, and as chosen by ``save``: ``S_labels.png``,
+Per image with stem ``S``: ``S_overlay.png`` (or ``.jpg``) always, and as chosen by ``save``: ``S_labels.png``,
 ``S.json``, ``S_<prompt>_heat.png``, ``S_masks/NNN_<label>.png``, ``S_grid.png``, ``S_panoptic.png``.
 Per batch: ``panoptic.json`` (with ``panoptic``) and a COCO dataset file (``coco_path``). All names
 of one image are claimed together (see files.OutputFolder) and written as one atomic group.
@@ -15,6 +15,8 @@ import numpy as np
 from .files import OutputFolder, safe_name, write_json
 
 SAVE_CHOICES = ("labels", "json", "heatmaps", "masks", "grid", "panoptic")
+OVERLAY_FORMATS = ("png", "jpg")
+JPEG_QUALITY = 95
 DEFAULT_SAVE = ("labels", "json", "heatmaps")
 STEM_BYTES = 120  # room left in a 255-byte name for a prompt and a suffix
 LABEL_BYTES = 100
@@ -24,10 +26,11 @@ class OutputWriter:
     """Writes the chosen files for each result into one folder; ``finish()`` writes the batch files."""
 
     def __init__(self, folder, *, save=DEFAULT_SAVE, alpha: float = 0.5, inputs=(), model_info=None,
-                 coco_path=None):
+                 coco_path=None, overlay_format: str = "png"):
         self.folder = Path(folder)
         self.save = set(save)
         self.alpha = alpha
+        self.overlay_format = overlay_format  # 'jpg' (quality 95): a small, fast overlay; everything else stays lossless
         self.model_info = dict(model_info or {})
         self.out = OutputFolder(self.folder, protected=inputs)
         self.coco_path = Path(coco_path) if coco_path else None
@@ -55,7 +58,7 @@ class OutputWriter:
 
         def make(k):
             stem = base if k == 0 else f"{base}-{k}"
-            roles = {"overlay": f"{stem}_overlay.png"}
+            roles = {"overlay": f"{stem}_overlay.{self.overlay_format}"}
             if "labels" in self.save and _has_label_image(result):
                 roles["labels"] = f"{stem}_labels.png"
             roles.update({("heat", i): f"{stem}_{part}_heat.png" for i, part in enumerate(heat_parts)})
@@ -93,7 +96,7 @@ class OutputWriter:
         stem, roles = self.names(source, result)
         files = {}
         over = render.overlay(image, result, alpha=self.alpha)
-        files[roles["overlay"]] = lambda p: render.save_png(over, p)
+        files[roles["overlay"]] = lambda p: _save_overlay(over, p, self.overlay_format)
         if "labels" in roles:
             files[roles["labels"]] = lambda p: render.save_png(render.label_image(result), p)
         heat_files = {}
@@ -184,6 +187,17 @@ class OutputWriter:
 
     def close(self) -> None:
         self.out.close()
+
+
+def _save_overlay(overlay: np.ndarray, path, overlay_format: str) -> None:
+    if overlay_format == "jpg":
+        from PIL import Image
+
+        Image.fromarray(overlay).save(path, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        from . import render
+
+        render.save_png(overlay, path)
 
 
 def _has_label_image(result) -> bool:

@@ -250,3 +250,15 @@ def test_check_writable(tmp_path):
     blocker.write_text("")
     with pytest.raises(SegkitError, match="not writable"):
         check_writable(blocker / "out")
+
+
+def test_jpeg_overlay_keeps_everything_else_lossless(tmp_path):
+    writer = OutputWriter(tmp_path, save=("labels", "json", "heatmaps"), overlay_format="jpg")
+    written = writer.write("cat.jpg", gray_image(), _prompted())
+    writer.close()
+    assert sorted(p.name for p in written) == ["cat.json", "cat_cat_heat.png", "cat_evil_heat.png", "cat_labels.png",
+                                               "cat_overlay.jpg"]
+    with Image.open(tmp_path / "cat_overlay.jpg") as overlay:
+        assert overlay.format == "JPEG" and overlay.size == (30, 20)
+    with Image.open(tmp_path / "cat_labels.png") as labels:
+        assert labels.format == "PNG"

@@ -135,6 +135,9 @@ def common_options(config_help: str | None):
         click.option("--coco", type=click.Path(dir_okay=False),
                      help="Also write one COCO dataset file of the whole batch (pseudo-labels for training)."),
         click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity."),
+        click.option("--overlay-format", type=click.Choice(["png", "jpg"]), default="png", show_default=True,
+                     help="S_overlay as lossless PNG or as a small, fast JPEG (quality 95); labels, masks and "
+                          "heatmaps are always lossless PNG."),
         click.option("--recursive", is_flag=True, help="Descend into sub-folders of folder inputs."),
         click.option("--stride", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Videos: segment every N-th frame (the output still plays at real speed)."),
@@ -230,7 +233,8 @@ class FrameBars:
 
 
 def run_images(backend: str, model_name: str, options: dict, *, images, weights, config, device, dtype, output,
-               save, coco, alpha, recursive, stride, start, end, batch_size, max_pixels, offline, quiet, debug):
+               save, coco, alpha, overlay_format, recursive, stride, start, end, batch_size, max_pixels, offline,
+               quiet, debug):
     """Check everything, load the model once, run every input, report; exits with the batch's code."""
     if offline:
         from ..weights import set_offline
@@ -272,7 +276,7 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
     if inputs.paths:
         segmenter = _load(model_name, debug, weights=weights, config=config, device=device, dtype=dtype)
         writer = OutputWriter(out_dir, save=save_set, alpha=alpha, inputs=inputs.paths,
-                              model_info={"weights": segmenter.source}, coco_path=coco)
+                              model_info={"weights": segmenter.source}, coco_path=coco, overlay_format=overlay_format)
         from tqdm import tqdm
 
         interactive = not quiet and sys.stderr.isatty()
