@@ -5,7 +5,8 @@ architectures and random weights (speed does not depend on the values): CLIPSeg 
 prompts (and 8, for the record), CutLER cascade R50-FPN forced to 100 instances, OneFormer COCO DiNAT-L
 panoptic. For each: seconds per image of the API's ``predict`` (the model's own time), seconds per image
 of the CLI's run with its default outputs (start-up and model loading excluded: the runner's own time
-from the first image to the last file), the overhead between them, and the peak memory of each.
+from the first image to the last file), the overhead between them, and the peak memory of each; with the
+overlay as PNG (the default) and as JPEG (``--overlay-format jpg``).
 
     python benchmarks/output_speed.py [--threads 2] [--photos 4] [--only clipseg,cutler,oneformer]
 """
@@ -88,7 +89,8 @@ CASES = {  # name: (backend, weights builder, predict options)
 BUILT: dict[str, dict] = {}  # model -> segkit.load keyword arguments of its random weights
 
 
-def measure(name: str, paths: list[Path], work: Path) -> dict:
+def measure(name: str, paths: list[Path], work: Path, overlay_formats: list[str]) -> list[dict]:
+    """The model alone once, then the runner's whole loop once per overlay format."""
     import segkit
     from segkit.runner import run
     from segkit.writer import OutputWriter
@@ -104,17 +106,19 @@ def measure(name: str, paths: list[Path], work: Path) -> dict:
         start = time.perf_counter()
         counts = [len(seg.predict(path, **options)) for path in paths]
         model_s = (time.perf_counter() - start) / len(paths)
-    out = work / f"out-{name}"
-    writer = OutputWriter(out, inputs=paths)
-    with PeakMemory() as run_memory:
-        start = time.perf_counter()
-        outcomes = list(run(seg, paths, options, writer))
-        writer.finish()
-        run_s = (time.perf_counter() - start) / len(paths)
-    writer.close()
-    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
-    return {"model_s": model_s, "run_s": run_s, "segments": counts, "model_mib": model_memory.mib,
-            "run_mib": run_memory.mib, "files": sum(len(o.files) for o in outcomes)}
+    rows = []
+    for overlay_format in overlay_formats:
+        writer = OutputWriter(work / f"out-{name}-{overlay_format}", inputs=paths, overlay_format=overlay_format)
+        with PeakMemory() as run_memory:
+            start = time.perf_counter()
+            outcomes = list(run(seg, paths, options, writer))
+            writer.finish()
+            run_s = (time.perf_counter() - start) / len(paths)
+        writer.close()
+        assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+        rows.append({"overlay": overlay_format, "model_s": model_s, "run_s": run_s, "segments": counts,
+                     "model_mib": model_memory.mib, "run_mib": run_memory.mib})
+    return rows
 
 
 def main():
@@ -122,6 +126,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--photos", type=int, default=4)
     parser.add_argument("--only", default=",".join(CASES))
+    parser.add_argument("--overlay-format", default="png,jpg", help="overlay formats to run (comma-separated)")
     args = parser.parse_args()
     import torch
 
@@ -130,12 +135,13 @@ def main():
         work = Path(tmp)
         paths = twelve_mp_photos(work, args.photos)
         print(f"{args.photos} photos of {SIZE[0]}x{SIZE[1]}, {args.threads} threads, default outputs")
-        print(f"{'case':<11} {'model s/img':>11} {'CLI run s/img':>13} {'overhead':>9} {'segments':>9} "
-              f"{'peak MiB model':>15} {'peak MiB run':>13}")
+        print(f"{'case':<11} {'overlay':>7} {'model s/img':>11} {'CLI run s/img':>13} {'overhead':>9} "
+              f"{'segments':>9} {'peak MiB model':>15} {'peak MiB run':>13}")
         for name in args.only.split(","):
-            r = measure(name, paths, work)
-            print(f"{name:<11} {r['model_s']:>11.2f} {r['run_s']:>13.2f} {r['run_s'] - r['model_s']:>+9.2f} "
-                  f"{round(np.mean(r['segments'])):>9} {r['model_mib']:>15.0f} {r['run_mib']:>13.0f}", flush=True)
+            for r in measure(name, paths, work, args.overlay_format.split(",")):
+                print(f"{name:<11} {r['overlay']:>7} {r['model_s']:>11.2f} {r['run_s']:>13.2f} "
+                      f"{r['run_s'] - r['model_s']:>+9.2f} {round(np.mean(r['segments'])):>9} "
+                      f"{r['model_mib']:>15.0f} {r['run_mib']:>13.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -34,86 +34,12 @@ from segkit import render  # noqa: E402
 from segkit.result import Result, boxes_from_masks  # noqa: E402
 
 
-# --- the renderer before the speed-up (the reference; tests/test_render_exact.py holds the same) ---
+# The renderer before the speed-up (the reference), as tests/test_render_exact.py specifies it.
+sys.path.insert(0, str(REPO / "tests"))
+from reference_render import reference_heatmap_gray as old_heatmap_gray  # noqa: E402
+from reference_render import reference_label_image as old_label_image  # noqa: E402
+from reference_render import reference_overlay as old_overlay  # noqa: E402
 
-def old_contours(mask):
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return mask & ~inner
-
-
-def old_overlay(image, result, alpha=0.5):
-    from PIL import Image, ImageDraw, ImageFont
-
-    image = np.asarray(image, dtype=np.uint8)
-    canvas = image.astype(np.float32)
-    colors = render.segment_colors(result)
-    order = np.argsort(result.scores, kind="stable") if result.kind != "semantic" else range(len(result))
-    for i in order:
-        mask = result.masks[i]
-        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colors[i]
-    for i in order:
-        canvas[old_contours(result.masks[i])] = colors[i]
-    out = Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(out)
-    font = ImageFont.load_default(size=max(11, min(28, image.shape[0] // 40)))
-    for i in order:
-        ys, xs = np.nonzero(result.masks[i])
-        if len(ys) == 0:
-            continue
-        text = result.labels[i]
-        if result.kind in ("instance", "panoptic", "prompted") and np.isfinite(result.scores[i]):
-            text = f"{text} {result.scores[i]:.2f}"
-        k = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        w, h = right - left + 6, bottom - top + 4
-        x = min(max(0, int(xs[k]) - w // 2), max(0, out.size[0] - w))
-        y = min(max(0, int(ys[k]) - h // 2), max(0, out.size[1] - h))
-        color = tuple(int(c) for c in colors[i])
-        draw.rectangle([x, y, x + w, y + h], fill=color)
-        dark = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2] > 150
-        draw.text((x + 3 - left, y + 2 - top), text, fill=(0, 0, 0) if dark else (255, 255, 255), font=font)
-    seen = {}
-    for i, label in enumerate(result.labels):
-        seen.setdefault(label, colors[i])
-    left, top, right, bottom = draw.textbbox((0, 0), "Ag", font=font)
-    row = bottom - top + 6
-    width = max(draw.textbbox((0, 0), name, font=font)[2] for name in seen) + row + 14
-    draw.rectangle([4, 4, 4 + width, 8 + row * len(seen)], fill=(255, 255, 255), outline=(0, 0, 0))
-    for k, (name, color) in enumerate(seen.items()):
-        y = 8 + k * row
-        draw.rectangle([8, y, 8 + row - 6, y + row - 6], fill=tuple(int(c) for c in color), outline=(0, 0, 0))
-        draw.text((12 + row - top, y - top), name, fill=(0, 0, 0), font=font)
-    return np.asarray(out)
-
-
-def old_label_image(result):
-    from PIL import Image
-
-    if result.kind in ("semantic", "prompted"):
-        lm = np.ascontiguousarray(result.label_map.astype(np.uint8))
-        img = Image.frombytes("P", (lm.shape[1], lm.shape[0]), lm.tobytes())
-        colors = np.vstack([np.zeros((1, 3), np.uint8), render.segment_colors(result)])
-        flat = np.zeros((256, 3), np.uint8)
-        flat[: min(256, len(colors))] = colors[:256]
-        img.putpalette(flat.flatten().tolist())
-        return img
-    ids = result.label_map
-    if ids is None:
-        ids = np.zeros(result.image_size, dtype=np.int32)
-        for i in np.argsort(result.scores, kind="stable"):
-            ids[result.masks[i]] = result.segment_ids[i]
-    return Image.fromarray(ids.astype(np.uint16))
-
-
-def old_heatmap_gray(heatmap):
-    return np.clip(np.round(np.asarray(heatmap, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
-
-
-# --- a photo and three results ----------------------------------------------------------------
 
 def photo() -> np.ndarray:
     from PIL import Image
