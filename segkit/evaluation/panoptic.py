@@ -50,6 +50,14 @@ def load_pairs(gt_json, gt_dir, pred_json, pred_dir, image_ids=None) -> tuple[li
         missing = [key for key in keys if not isinstance(data, dict) or key not in data]
         if missing:
             raise EvaluationInputError(f"{path}: not a COCO panoptic JSON (no {missing[0]!r} list)")
+    try:
+        return gt["categories"], _pairs(gt, gt_json, gt_dir, pred, pred_json, pred_dir, image_ids)
+    except (KeyError, TypeError) as exc:
+        raise EvaluationInputError(f"{gt_json} or {pred_json}: malformed COCO panoptic JSON (missing or bad "
+                                   f"field {exc})") from None
+
+
+def _pairs(gt, gt_json, gt_dir, pred, pred_json, pred_dir, image_ids) -> list[ImagePair]:
     sizes = {image["id"]: (image["height"], image["width"]) for image in gt.get("images", [])}
     gt_by_image = {ann["image_id"]: ann for ann in gt["annotations"]}
     pred_by_image = {}
@@ -80,7 +88,7 @@ def load_pairs(gt_json, gt_dir, pred_json, pred_dir, image_ids=None) -> tuple[li
             pred_segments=tuple((s["id"], s["category_id"]) for s in pred_ann["segments_info"]),
             size=sizes.get(image_id),
         ))
-    return gt["categories"], pairs
+    return pairs
 
 
 def png_ids(path) -> np.ndarray:
@@ -209,14 +217,9 @@ def summarise(categories: list[dict], totals: dict) -> dict:
     return section
 
 
-def evaluate_panoptic(gt_json, gt_dir, pred_json, pred_dir, *, image_ids=None, workers=None,
-                      progress=None) -> dict:
-    """PQ/SQ/RQ (All, Things, Stuff) and per-class counts, as panopticapi's ``pq_compute``.
-
-    Images are scored on ``workers`` processes (default: every core); ``image_ids`` limits the
-    evaluation to those ground-truth images. ``progress`` (tqdm-like) advances once per image.
-    """
-    categories, pairs = load_pairs(gt_json, gt_dir, pred_json, pred_dir, image_ids)
+def score_pairs(categories: list[dict], pairs, *, workers=None, progress=None) -> dict:
+    """The ``panoptic`` section for these image pairs, scored on ``workers`` processes (default: every
+    core); ``progress`` (tqdm-like) advances once per image."""
     score = functools.partial(score_image, frozenset(c["id"] for c in categories))
     totals = {}
     for stats in map_images(score, pairs, workers=workers, progress=progress):
@@ -225,3 +228,13 @@ def evaluate_panoptic(gt_json, gt_dir, pred_json, pred_dir, *, image_ids=None, w
             for k in range(4):
                 total[k] += counts[k]
     return summarise(categories, totals)
+
+
+def evaluate_panoptic(gt_json, gt_dir, pred_json, pred_dir, *, image_ids=None, workers=None,
+                      progress=None) -> dict:
+    """PQ/SQ/RQ (All, Things, Stuff) and per-class counts, as panopticapi's ``pq_compute``.
+
+    ``image_ids`` limits the evaluation to those ground-truth images.
+    """
+    categories, pairs = load_pairs(gt_json, gt_dir, pred_json, pred_dir, image_ids)
+    return score_pairs(categories, pairs, workers=workers, progress=progress)

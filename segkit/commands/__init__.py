@@ -1,0 +1,1 @@
+"""The ``segkit`` subcommands, one module each."""
