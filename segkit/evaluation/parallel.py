@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
+import threading
 
 # Below this many tasks a pool's start-up (about half a second) costs more than it saves.
 POOL_MIN_TASKS = 16
@@ -16,6 +16,15 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def _start_method() -> str:
+    """fork (quick) while this process has one thread; with more (torch, tqdm) forking can deadlock,
+    so then forkserver; spawn where neither exists."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def map_images(function, tasks, *, workers: int | None = None, progress=None):
@@ -38,9 +47,7 @@ def map_images(function, tasks, *, workers: int | None = None, progress=None):
             if progress is not None:
                 progress.update(1)
         return
-    # forkserver: safe when the parent has threads (torch, tqdm), and cheap per worker.
-    method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-    context = multiprocessing.get_context(method)
+    context = multiprocessing.get_context(_start_method())
     chunk = max(1, min(32, len(tasks) // (workers * 8)))
     with context.Pool(workers) as pool:
         for result in pool.imap(function, tasks, chunksize=chunk):

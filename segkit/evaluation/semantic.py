@@ -137,23 +137,34 @@ def pair_files(gt_dir, pred_dir, layout: str = "plain") -> list[tuple[Path, Path
     return pairs
 
 
+def _row_offsets(classes: SemanticClasses, top: int) -> np.ndarray:
+    """For each ground-truth value 0..top, its confusion-matrix row times N+1 (row N = ignore);
+    (N+1)^2 marks a value that is neither a class nor the ignore value."""
+    n = len(classes)
+    offsets = np.full(top + 1, (n + 1) ** 2, dtype=np.int64)
+    valid = min(n, top + 1)
+    offsets[:valid] = np.arange(valid) * (n + 1)
+    if classes.ignore <= top:
+        offsets[classes.ignore] = n * (n + 1)
+    return offsets
+
+
 def confusion_image(classes: SemanticClasses, layout: str, pair) -> np.ndarray:
     """One image's (N+1)x(N+1) confusion counts, ground-truth rows, predicted columns; row N = ignored."""
     gt_path, pred_path = pair
     n = len(classes)
-    gt = LAYOUTS[layout].to_train_ids(read_png(gt_path, rgb=False)).astype(np.int64)
-    pred = read_png(pred_path, rgb=False).astype(np.int64)
+    gt = LAYOUTS[layout].to_train_ids(read_png(gt_path, rgb=False))
+    pred = read_png(pred_path, rgb=False)
     check_size(pred_path, pred, *gt.shape, f"the ground truth {gt_path}")
-    ignored = gt == classes.ignore
-    stray = (gt >= n) & ~ignored
-    if stray.any():
-        raise EvaluationInputError(f"{gt_path}: label {int(gt[stray][0])} is neither a train id (0..{n - 1}) "
-                                   f"nor the ignore value {classes.ignore}; check --classes (and --layout)")
     if pred.max(initial=0) >= n:
         raise EvaluationInputError(f"{pred_path}: label {int(pred.max())} is not a train id (0..{n - 1}); "
                                    "predictions need a class for every pixel")
-    gt[ignored] = n
-    return np.bincount((gt * (n + 1) + pred).ravel(), minlength=(n + 1) ** 2).reshape(n + 1, n + 1)
+    cells = _row_offsets(classes, max(255, int(gt.max(initial=0))))[gt] + pred
+    if cells.max(initial=0) >= (n + 1) ** 2:
+        stray = int(gt[cells >= (n + 1) ** 2][0])
+        raise EvaluationInputError(f"{gt_path}: label {stray} is neither a train id (0..{n - 1}) "
+                                   f"nor the ignore value {classes.ignore}; check --classes (and --layout)")
+    return np.bincount(cells.ravel(), minlength=(n + 1) ** 2).reshape(n + 1, n + 1)
 
 
 def summarise(confusion: np.ndarray, classes: SemanticClasses) -> dict:
