@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from segkit.errors import EvaluationInputError
-from segkit.evaluation.instance import STAT_NAMES, evaluate_instances
+from segkit.evaluation.instance import STAT_NAMES, evaluate_instances, segkit_results
 from segkit.evaluation.panoptic import evaluate_panoptic
 from segkit.evaluation.report import metrics_document, write_metrics
 from segkit.evaluation.semantic import (cityscapes_train_ids, evaluate_semantic, load_classes, pair_files)
@@ -132,6 +132,26 @@ def test_pred_as_coco_dataset_matched_by_file_name():
     assert_close_dict(section["stats"], REFERENCE["instance_segm"]["stats"], 1e-9)
 
 
+def test_segkit_result_files_matched_by_source_image(tmp_path):
+    """S.json files as segkit writes them (renamed stems, full image paths, boxes) score like the results."""
+    gt = json.loads(GT_INSTANCES.read_text())
+    results = json.loads(RESULTS.read_text())
+    paths = []
+    for image in gt["images"]:
+        segments = [{"id": k + 1, "label": "x", "category_id": r["category_id"], "score": r["score"],
+                     "bbox": [0.0, 0.0, 1.0, 1.0], "segmentation": r["segmentation"]}
+                    for k, r in enumerate(r for r in results if r["image_id"] == image["id"])]
+        path = tmp_path / f"{Path(image['file_name']).stem}-1.json"
+        path.write_text(json.dumps({"image": f"/data/val/{image['file_name']}", "kind": "instance",
+                                    "segments": segments}))
+        paths.append(path)
+    section = evaluate_instances(GT_INSTANCES, segkit_results(paths, GT_INSTANCES))["instance_segm"]
+    assert_close_dict(section["stats"], REFERENCE["instance_segm"]["stats"], 1e-9)
+    (tmp_path / "stray.json").write_text(json.dumps({"image": "/data/val/other.png", "segments": []}))
+    with pytest.raises(EvaluationInputError, match="other.png"):
+        segkit_results([tmp_path / "stray.json"], GT_INSTANCES)
+
+
 def test_no_detections_score_zero():
     section = evaluate_instances(GT_INSTANCES, [])["instance_segm"]
     assert section["stats"]["AP"] == 0.0 and section["stats"]["AR100"] == 0.0
@@ -233,6 +253,11 @@ def test_panoptic_errors_name_the_file(tmp_path, edit_json, edit_png, message, n
     with pytest.raises(EvaluationInputError, match=message) as info:
         evaluate_panoptic(*_broken_panoptic(tmp_path, edit_json, edit_png))
     assert names in str(info.value)
+
+
+def test_panoptic_error_in_a_worker_reaches_the_caller(tmp_path):
+    with pytest.raises(EvaluationInputError, match="img03.png: 100x100 pixels"):
+        evaluate_panoptic(*_broken_panoptic(tmp_path, None, _crop), workers=2)
 
 
 # Semantic segmentation (mIoU)

@@ -79,6 +79,28 @@ def _from_dataset(data: dict, name: str, gt: dict, gt_name: str) -> list[dict]:
     return records
 
 
+def segkit_results(json_paths, gt) -> list[dict]:
+    """A COCO results list from segkit's per-image ``S.json`` files, for ``evaluate_instances``.
+
+    Each file's ``image`` (the source image's path) finds its ground-truth image by file name, so
+    renamed output stems (``S-1.json``) still match; its segments' ``category_id`` must be the
+    dataset's category ids. ``gt`` is the ground truth (path or dict).
+    """
+    gt_data, gt_name = load_ground_truth(gt)
+    index = ImageIndex(gt_data["images"])
+    records = []
+    for path in json_paths:
+        data = read_json(path, "a segkit result JSON")
+        image_id = index.lookup(data.get("image", "")) if isinstance(data, dict) else None
+        if image_id is None:
+            raise EvaluationInputError(f"{path}: its image {data.get('image') if isinstance(data, dict) else None!r} "
+                                       f"is not in {gt_name} (matched by file name)")
+        for segment in data.get("segments", []):
+            records.append({key: segment[key] for key in ("category_id", "segmentation", "score", "bbox")
+                            if key in segment} | {"image_id": image_id})
+    return records
+
+
 def _checked(record, i, name, gt_name, sizes, category_ids, iou_type, class_agnostic) -> dict:
     """One result record as pycocotools needs it, or an error naming the file and the record."""
     where = f"{name}: result {i}"
