@@ -311,7 +311,7 @@ def _broken_semantic(tmp_path, name, array_edit):
         path.unlink()
     else:
         Image.fromarray(array_edit(np.asarray(Image.open(path)).copy())).save(path)
-    return pair_files, pred_dir
+    return pred_dir
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -320,7 +320,7 @@ def _broken_semantic(tmp_path, name, array_edit):
     (None, "no prediction for it"),
 ])
 def test_semantic_errors_name_the_file(tmp_path, edit, message):
-    _, pred_dir = _broken_semantic(tmp_path, "img02.png", edit)
+    pred_dir = _broken_semantic(tmp_path, "img02.png", edit)
     classes = load_classes(FIXTURE / "gt" / "semantic_classes.json")
     with pytest.raises(EvaluationInputError, match=message) as info:
         evaluate_semantic(pair_files(FIXTURE / "gt" / "semantic", pred_dir), classes)

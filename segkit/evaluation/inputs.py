@@ -24,7 +24,7 @@ def read_json(path, what: str):
 
 
 def read_png(path, *, rgb: bool) -> np.ndarray:
-    """A label PNG as HxW uint8 (``rgb=False``) or HxWx3 uint8 (``rgb=True``), never resampled."""
+    """A label PNG as HxW integers (``rgb=False``: 8 or 16 bit) or HxWx3 uint8 (``rgb=True``), never resampled."""
     from PIL import Image
 
     path = Path(path)
@@ -35,8 +35,8 @@ def read_png(path, *, rgb: bool) -> np.ndarray:
             if rgb:
                 if img.mode != "RGB":
                     img = img.convert("RGB")
-            elif img.mode not in ("L", "P"):
-                raise EvaluationInputError(f"{path}: label PNG must be 8-bit single-channel (mode L or P), "
+            elif img.mode not in ("L", "P", "I;16", "I"):
+                raise EvaluationInputError(f"{path}: a label PNG must have one channel (8 or 16 bit), "
                                            f"not mode {img.mode}")
             return np.asarray(img)
     except EvaluationInputError:

@@ -25,6 +25,7 @@ from .parallel import map_images
 
 VOID = 0
 MATCH_IOU = 0.5
+TP, FP, FN, IOU_SUM = range(4)  # positions in a category's [tp, fp, fn, iou_sum]
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def score_image(category_ids: frozenset, pair: ImagePair) -> dict:
     pred_ids = png_ids(pair.pred_png)
     check_size(pair.pred_png, pred_ids, *gt_ids.shape, f"the ground truth {pair.gt_png}")
 
-    pred_known = np.array(sorted({VOID, *(s[0] for s in pair.pred_segments)}), dtype=np.uint32)
+    pred_known = np.array(sorted({VOID, *(s[0] for s in pair.pred_segments)}), dtype=np.int64)
     gt_known = np.array(sorted({VOID, *(s[0] for s in pair.gt_segments)}), dtype=np.uint32)
     gt_run, pred_run, run_length = _runs(gt_ids, pred_ids)
     pred_index = _index(pred_run, pred_known)
@@ -163,8 +164,8 @@ def score_image(category_ids: frozenset, pair: ImagePair) -> dict:
 
     stats = {}
 
-    def add(category_id, what, value=1):
-        stats.setdefault(category_id, [0, 0, 0, 0.0])[what] += value
+    def add(category_id, field, value=1):
+        stats.setdefault(category_id, [0, 0, 0, 0.0])[field] += value
 
     gt_matched, pred_matched = set(), set()
     gt_info = {s[0]: s for s in pair.gt_segments}
@@ -183,8 +184,8 @@ def score_image(category_ids: frozenset, pair: ImagePair) -> dict:
             union = int(pred_areas[column]) + gt_area - intersection - int(intersections[void_row, column])
             iou = intersection / union
             if iou > MATCH_IOU:
-                add(category_id, 0)
-                add(category_id, 3, iou)
+                add(category_id, TP)
+                add(category_id, IOU_SUM, iou)
                 gt_matched.add(int(gt_id))
                 pred_matched.add(pred_id)
 
@@ -195,7 +196,7 @@ def score_image(category_ids: frozenset, pair: ImagePair) -> dict:
         if iscrowd == 1:
             crowd_of_category[category_id] = gt_id
             continue
-        add(category_id, 2)
+        add(category_id, FN)
 
     for pred_id, category_id in pred_category.items():
         if pred_id in pred_matched:
@@ -206,7 +207,7 @@ def score_image(category_ids: frozenset, pair: ImagePair) -> dict:
             ignored += int(intersections[gt_row[crowd_of_category[category_id]], column])
         if ignored / pred_areas[column] > 0.5:
             continue
-        add(category_id, 1)
+        add(category_id, FP)
     return stats
 
 
