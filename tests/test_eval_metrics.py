@@ -196,6 +196,25 @@ def test_pq_equals_panopticapi_reference(workers):
     check_panoptic(section)
 
 
+def test_pq_pool_while_other_threads_run():
+    """With a second thread alive the pool starts by forkserver instead of fork; same numbers."""
+    import threading
+
+    from segkit.evaluation.parallel import _start_method
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert _start_method() in ("forkserver", "spawn")
+        section = evaluate_panoptic(FIXTURE / "gt" / "panoptic.json", FIXTURE / "gt" / "panoptic",
+                                    FIXTURE / "pred" / "panoptic.json", FIXTURE / "pred" / "panoptic", workers=2)
+    finally:
+        stop.set()
+        thread.join()
+    check_panoptic(section)
+
+
 def test_pq_category_with_no_gt_and_no_prediction_is_left_out(tmp_path):
     """Drop the two bicycle predictions (relabel them as VOID): bicycle then does not count."""
     pred = json.loads((FIXTURE / "pred" / "panoptic.json").read_text())
