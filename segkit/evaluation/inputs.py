@@ -23,8 +23,9 @@ def read_json(path, what: str):
         raise EvaluationInputError(f"{path}: not valid JSON ({exc}); expected {what}") from None
 
 
-def read_png(path, *, rgb: bool) -> np.ndarray:
-    """A label PNG as HxW integers (``rgb=False``: 8 or 16 bit) or HxWx3 uint8 (``rgb=True``), never resampled."""
+def read_png(path, *, convert: str | None = None) -> np.ndarray:
+    """A label PNG as an array, never resampled: HxW integers (one channel, 8 or 16 bit), or
+    converted to the Pillow mode ``convert`` (e.g. "RGBX" for panoptic ids)."""
     from PIL import Image
 
     path = Path(path)
@@ -32,10 +33,9 @@ def read_png(path, *, rgb: bool) -> np.ndarray:
         raise EvaluationInputError(f"{path}: no such file")
     try:
         with Image.open(path) as img:
-            if rgb:
-                if img.mode != "RGB":
-                    img = img.convert("RGB")
-            elif img.mode not in ("L", "P", "I;16", "I"):
+            if convert is not None:
+                return np.asarray(img.convert(convert))
+            if img.mode not in ("L", "P", "I;16", "I"):
                 raise EvaluationInputError(f"{path}: a label PNG must have one channel (8 or 16 bit), "
                                            f"not mode {img.mode}")
             return np.asarray(img)

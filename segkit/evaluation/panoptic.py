@@ -94,10 +94,8 @@ def _pairs(gt, gt_json, gt_dir, pred, pred_json, pred_dir, image_ids) -> list[Im
 
 def png_ids(path) -> np.ndarray:
     """Segment ids of a COCO panoptic PNG: ``R + 256 G + 256^2 B`` as HxW uint32."""
-    rgb = read_png(path, rgb=True)
-    padded = np.zeros(rgb.shape[:2] + (4,), dtype=np.uint8)
-    padded[..., :3] = rgb
-    return padded.view("<u4")[..., 0]
+    rgbx = read_png(path, convert="RGBX")  # 4 bytes a pixel: one little-endian uint32 without the pad byte
+    return rgbx.view("<u4")[..., 0] & 0xFFFFFF
 
 
 def _index(ids: np.ndarray, known: np.ndarray) -> np.ndarray:

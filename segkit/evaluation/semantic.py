@@ -157,8 +157,8 @@ def confusion_image(classes: SemanticClasses, layout: str, pair) -> np.ndarray:
     """One image's (N+1)x(N+1) confusion counts, ground-truth rows, predicted columns; row N = ignored."""
     gt_path, pred_path = pair
     n = len(classes)
-    gt = LAYOUTS[layout].to_train_ids(read_png(gt_path, rgb=False))
-    pred = read_png(pred_path, rgb=False)
+    gt = LAYOUTS[layout].to_train_ids(read_png(gt_path))
+    pred = read_png(pred_path)
     check_size(pred_path, pred, *gt.shape, f"the ground truth {gt_path}")
     if pred.max(initial=0) >= n:
         raise EvaluationInputError(f"{pred_path}: label {int(pred.max())} is not a train id (0..{n - 1}); "
