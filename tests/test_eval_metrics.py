@@ -346,6 +346,17 @@ def test_semantic_errors_name_the_file(tmp_path, edit, message):
     assert "img02.png" in str(info.value)
 
 
+def test_semantic_ground_truth_label_outside_the_classes(tmp_path):
+    gt_dir = tmp_path / "gt"
+    shutil.copytree(FIXTURE / "gt" / "semantic", gt_dir)
+    labels = np.asarray(Image.open(gt_dir / "img04.png")).copy()
+    labels[10, 10:20] = 7  # 7 classes (0..6) and 255: 7 is neither
+    Image.fromarray(labels).save(gt_dir / "img04.png")
+    classes = load_classes(FIXTURE / "gt" / "semantic_classes.json")
+    with pytest.raises(EvaluationInputError, match="img04.png: label 7 is neither a train id"):
+        evaluate_semantic(pair_files(gt_dir, FIXTURE / "pred" / "semantic"), classes)
+
+
 def test_semantic_classes_file_is_checked(tmp_path):
     entries = json.loads((FIXTURE / "gt" / "semantic_classes.json").read_text())
     (tmp_path / "gap.json").write_text(json.dumps([e for e in entries if e["train_id"] != 2]))

@@ -28,9 +28,6 @@ def read_png(path, *, convert: str | None = None) -> np.ndarray:
     converted to the Pillow mode ``convert`` (e.g. "RGBX" for panoptic ids)."""
     from PIL import Image
 
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationInputError(f"{path}: no such file")
     try:
         with Image.open(path) as img:
             if convert is not None:
@@ -41,8 +38,27 @@ def read_png(path, *, convert: str | None = None) -> np.ndarray:
             return np.asarray(img)
     except EvaluationInputError:
         raise
+    except (FileNotFoundError, IsADirectoryError):
+        raise EvaluationInputError(f"{path}: no such file") from None
     except Exception as exc:  # PIL raises many types for bad files
         raise EvaluationInputError(f"{path}: could not read as PNG ({exc or type(exc).__name__})") from None
+
+
+def pixel_runs(*maps: np.ndarray):
+    """Each run of pixels (in reading order) along which every map keeps one value: the maps' values
+    at the runs' starts, then the runs' lengths.
+
+    Label maps are piecewise constant, so there are far fewer runs than pixels: counting overlaps
+    over runs instead of pixels is much cheaper, and exact.
+    """
+    flat = [m.ravel() for m in maps]
+    starts = np.empty(flat[0].size, dtype=bool)
+    starts[:1] = True
+    np.not_equal(flat[0][1:], flat[0][:-1], out=starts[1:])
+    for values in flat[1:]:
+        starts[1:] |= values[1:] != values[:-1]
+    first = np.flatnonzero(starts)
+    return (*(values[first] for values in flat), np.diff(first, append=flat[0].size))
 
 
 def check_size(path, array: np.ndarray, height: int, width: int, against: str):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EvaluationInputError
-from .inputs import check_size, read_json, read_png
+from .inputs import check_size, pixel_runs, read_json, read_png
 from .parallel import map_images
 
 VOID = 0
@@ -105,21 +105,6 @@ def _index(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
     return np.where(known[position] == ids, position, len(known))
 
 
-def _runs(gt_ids: np.ndarray, pred_ids: np.ndarray):
-    """(gt id, pred id, length) of each run of pixels with one (gt, pred) pair, in reading order.
-
-    Label maps are piecewise constant, so there are far fewer runs than pixels: counting overlaps
-    over runs is much cheaper than over pixels, and exact.
-    """
-    gt, pred = gt_ids.ravel(), pred_ids.ravel()
-    starts = np.empty(gt.size, dtype=bool)
-    starts[:1] = True
-    np.not_equal(gt[1:], gt[:-1], out=starts[1:])
-    starts[1:] |= pred[1:] != pred[:-1]
-    first = np.flatnonzero(starts)
-    return gt[first], pred[first], np.diff(first, append=gt.size)
-
-
 def score_image(category_ids: frozenset, pair: ImagePair) -> dict:
     """``{category_id: [tp, fp, fn, iou_sum]}`` for one image (panopticapi's ``pq_compute_single_core``)."""
     gt_ids = png_ids(pair.gt_png)
@@ -130,7 +115,7 @@ def score_image(category_ids: frozenset, pair: ImagePair) -> dict:
 
     pred_known = np.array(sorted({VOID, *(s[0] for s in pair.pred_segments)}), dtype=np.int64)
     gt_known = np.array(sorted({VOID, *(s[0] for s in pair.gt_segments)}), dtype=np.uint32)
-    gt_run, pred_run, run_length = _runs(gt_ids, pred_ids)
+    gt_run, pred_run, run_length = pixel_runs(gt_ids, pred_ids)
     pred_index = _index(pred_run, pred_known)
     if (pred_index == len(pred_known)).any():
         stray = int(pred_run[pred_index == len(pred_known)][0])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EvaluationInputError
-from .inputs import check_size, read_json, read_png
+from .inputs import check_size, pixel_runs, read_json, read_png
 from .parallel import map_images
 
 IGNORE = 255
@@ -140,11 +140,9 @@ def pair_files(gt_dir, pred_dir, layout: str = "plain") -> list[tuple[Path, Path
 @functools.cache
 def _row_offsets(classes: SemanticClasses, top: int) -> np.ndarray:
     """For each ground-truth value 0..top, its confusion-matrix row times N+1 (row N = ignore);
-    (N+1)^2 marks a value that is neither a class nor the ignore value. uint16 where the cells fit
-    (up to 254 classes): a third of the memory traffic of int64."""
+    (N+1)^2 marks a value that is neither a class nor the ignore value."""
     n = len(classes)
-    dtype = np.uint16 if (n + 1) ** 2 + n < 2**16 else np.int64
-    offsets = np.full(top + 1, (n + 1) ** 2, dtype=dtype)
+    offsets = np.full(top + 1, (n + 1) ** 2, dtype=np.int64)
     valid = min(n, top + 1)
     offsets[:valid] = np.arange(valid) * (n + 1)
     if classes.ignore <= top:
@@ -166,12 +164,14 @@ def confusion_image(classes: SemanticClasses, layout: str, pair) -> np.ndarray:
     top = 255 if gt.dtype == np.uint8 else 65535
     if gt.dtype != np.uint8 and (gt.min(initial=0) < 0 or gt.max(initial=0) > top):
         raise EvaluationInputError(f"{gt_path}: labels must be 0..{top}")
-    cells = _row_offsets(classes, top)[gt] + pred  # pred < n: no overflow
-    if cells.max(initial=0) >= (n + 1) ** 2:
-        stray = int(gt[cells >= (n + 1) ** 2][0])
+    gt_run, pred_run, run_length = pixel_runs(gt, pred)
+    cells = _row_offsets(classes, top)[gt_run] + pred_run
+    counts = np.bincount(cells, weights=run_length, minlength=(n + 1) ** 2)
+    if len(counts) > (n + 1) ** 2:  # a cell past the matrix: a ground-truth value that is no class
+        stray = int(gt_run[cells >= (n + 1) ** 2][0])
         raise EvaluationInputError(f"{gt_path}: label {stray} is neither a train id (0..{n - 1}) "
                                    f"nor the ignore value {classes.ignore}; check --classes (and --layout)")
-    return np.bincount(cells.ravel(), minlength=(n + 1) ** 2).reshape(n + 1, n + 1)
+    return counts.astype(np.int64).reshape(n + 1, n + 1)
 
 
 def summarise(confusion: np.ndarray, classes: SemanticClasses) -> dict:
