@@ -61,3 +61,8 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (or its type), to quote inside a one-line error."""
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+class EvaluationInputError(SegkitError):
+    """Ground truth or predictions given to ``segkit eval`` are unreadable or do not fit each other:
+    scoring them would give a wrong number, so nothing is scored."""
