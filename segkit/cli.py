@@ -23,6 +23,7 @@ COMMANDS = {  # name -> module:attribute, in the order --help lists them
     "maskcut": "segkit.commands.maskcut:command",
     "clipseg": "segkit.commands.clipseg:command",
     "demo": "segkit.commands.demo:command",
+    "eval": "segkit.commands.eval:eval_group",
     "models": "segkit.commands.models:group",
     "info": "segkit.commands.info:command",
 }

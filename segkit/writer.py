@@ -152,7 +152,7 @@ class OutputWriter:
         """Keep what the batch files need (small: RLE and segment info, never masks)."""
         if self.coco_path is None and self._panoptic_json is None:
             return
-        image_id = len(self._images) + 1
+        image_id = self._image_id(source)
         self._images.append({"id": image_id, "file_name": str(source), "width": int(image.shape[1]),
                              "height": int(image.shape[0])})
         for i in range(len(result)):
@@ -168,6 +168,18 @@ class OutputWriter:
         if segments_info is not None:
             self._panoptic.append({"image_id": image_id, "file_name": roles["panoptic"],
                                    "segments_info": segments_info})
+
+    def _image_id(self, source) -> int:
+        """The number a COCO image file's name carries (``000000397133.jpg`` is image 397133, as in COCO's
+        own annotations), else the next number not yet used."""
+        used = {image["id"] for image in self._images}
+        stem = Path(str(source)).stem
+        if stem.isdigit() and int(stem) not in used:
+            return int(stem)
+        candidate = len(used) + 1
+        while candidate in used:
+            candidate += 1
+        return candidate
 
     def finish(self) -> list[Path]:
         """Write the batch files (panoptic.json, the COCO file) for the images written so far."""

@@ -262,3 +262,16 @@ def test_jpeg_overlay_keeps_everything_else_lossless(tmp_path):
         assert overlay.format == "JPEG" and overlay.size == (30, 20)
     with Image.open(tmp_path / "cat_labels.png") as labels:
         assert labels.format == "PNG"
+
+
+def test_batch_files_number_coco_images_as_coco_does(tmp_path):
+    masks = two_masks()
+    res = Result("instance", masks, ["o", "o"], [0.9, 0.8], boxes_from_masks(masks))
+    writer = OutputWriter(tmp_path / "out", save=("json",), coco_path=tmp_path / "coco.json")
+    for name in ("000000397133.jpg", "cat.jpg", "val/000000000002.jpg", "other/000000397133.jpg"):
+        writer.write(name, gray_image(), res)
+    writer.finish()
+    writer.close()
+    data = json.loads((tmp_path / "coco.json").read_text())
+    assert [image["id"] for image in data["images"]] == [397133, 2, 3, 4]
+    assert len({a["id"] for a in data["annotations"]}) == 8

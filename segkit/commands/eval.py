@@ -32,6 +32,63 @@ def _fail(message: str):
     sys.exit(1)
 
 
+def _model_options(func):
+    """Score a model on a dataset in one go: run it over the ground truth's images first."""
+    options = [
+        click.option("--model", help="Run this model (see 'segkit models') over --images, then score what it wrote."),
+        click.option("--images", type=click.Path(file_okay=False), help="The dataset's images (with --model)."),
+        click.option("--weights", type=click.Path(), help="Local weights for --model."),
+        click.option("--device", default="auto", show_default=True, help="Device for --model."),
+        click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1)),
+        click.option("--limit", type=click.IntRange(min=1), help="Only the first N images (a quick look)."),
+        click.option("-o", "--output", default="segkit-eval", show_default=True, type=click.Path(file_okay=False),
+                     help="Where --model writes its predictions (S.json, panoptic PNGs, label maps)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run_model(model, weights, device, batch_size, output, task, items, category_ids, train_ids=None):
+    """Load ``model``, predict ``items`` into ``output``, keeping only the ground truth's categories
+    ``category_ids``; one error line per failed image."""
+    import segkit
+
+    from ..errors import RequestError
+    from ..evaluation.predictions import predict
+
+    try:
+        segmenter = segkit.load(model, weights=weights, device=device)
+    except KeyError as exc:
+        raise click.BadParameter(exc.args[0], param_hint="--model") from None
+    except RequestError as exc:
+        raise click.UsageError(exc.for_cli()) from None
+    table = train_ids(segmenter) if train_ids is not None else None
+    with _progress(len(items)) as bar:
+        predicted = predict(segmenter, items, task, output, batch_size=batch_size, train_ids=table,
+                            categories=category_ids, progress=lambda done, total: bar.update(1))
+    for failure in predicted.failures:
+        click.echo(f"error: {failure}", err=True)
+    click.echo(f"{len(predicted.json_files)} of {len(items)} images predicted into {output}", err=True)
+    return predicted
+
+
+def _predictions_or_model(pred, model, images, flags: str):
+    if model is None and pred is None:
+        raise click.UsageError(f"give {flags} (saved predictions) or --model and --images (run a model)")
+    if model is not None and pred is not None:
+        raise click.UsageError(f"give either {flags} or --model, not both")
+    if model is not None and images is None:
+        raise click.UsageError("--model needs --images, the folder of the dataset's images")
+
+
+def _gt_category_ids(gt_json) -> set:
+    from ..evaluation.inputs import read_json
+
+    data = read_json(gt_json, "a COCO JSON with categories")
+    return {c["id"] for c in data.get("categories", [])} if isinstance(data, dict) else set()
+
+
 @contextlib.contextmanager
 def _progress(total: int):
     """A progress bar on stderr, only for a person watching a terminal."""
@@ -68,18 +125,28 @@ def eval_group():
 
 @eval_group.command()
 @click.option("--gt", required=True, type=click.Path(dir_okay=False), help="COCO instances JSON (ground truth).")
-@click.option("--pred", required=True, type=click.Path(dir_okay=False),
+@click.option("--pred", type=click.Path(dir_okay=False),
               help="COCO results list, or a COCO dataset JSON (images matched by file_name).")
 @click.option("--iou-type", type=click.Choice(["segm", "bbox", "both"]), default="segm", show_default=True,
               help="Mask AP, box AP or both.")
 @click.option("--class-agnostic", is_flag=True, help="All categories as one (CutLER's protocol).")
+@_model_options
 @_json_option
-def instance(gt, pred, iou_type, class_agnostic, json_path):
+def instance(gt, pred, iou_type, class_agnostic, model, images, weights, device, batch_size, limit, output,
+             json_path):
     """Mask (and box) AP with pycocotools, per-category AP as detectron2 reports it."""
-    from ..evaluation.instance import evaluate_instances
+    from ..evaluation.instance import evaluate_instances, segkit_results
+    from ..evaluation.predictions import dataset_images
 
+    _predictions_or_model(pred, model, images, "--pred")
     try:
-        sections = evaluate_instances(gt, pred, iou_type=iou_type, class_agnostic=class_agnostic)
+        image_ids = None
+        if model is not None:
+            items = dataset_images(gt, images, limit)
+            keep = None if class_agnostic else _gt_category_ids(gt)
+            predicted = _run_model(model, weights, device, batch_size, output, "instance", items, keep)
+            pred, image_ids = segkit_results(predicted.json_files.values(), gt), list(predicted.json_files)
+        sections = evaluate_instances(gt, pred, iou_type=iou_type, class_agnostic=class_agnostic, image_ids=image_ids)
     except SegkitError as exc:
         _fail(str(exc))
     _finish(sections, json_path)
@@ -88,16 +155,30 @@ def instance(gt, pred, iou_type, class_agnostic, json_path):
 @eval_group.command()
 @click.option("--gt", required=True, type=click.Path(dir_okay=False), help="COCO panoptic JSON (ground truth).")
 @click.option("--gt-dir", required=True, type=click.Path(file_okay=False), help="Ground-truth panoptic PNGs.")
-@click.option("--pred", required=True, type=click.Path(dir_okay=False), help="Predicted COCO panoptic JSON.")
-@click.option("--pred-dir", required=True, type=click.Path(file_okay=False), help="Predicted panoptic PNGs.")
+@click.option("--pred", type=click.Path(dir_okay=False), help="Predicted COCO panoptic JSON.")
+@click.option("--pred-dir", type=click.Path(file_okay=False), help="Predicted panoptic PNGs.")
+@_model_options
 @_workers_option
 @_json_option
-def panoptic(gt, gt_dir, pred, pred_dir, workers, json_path):
+def panoptic(gt, gt_dir, pred, pred_dir, model, images, weights, device, batch_size, limit, output, workers,
+             json_path):
     """PQ, SQ, RQ (All, Things, Stuff and per class) with panopticapi's rules."""
-    from ..evaluation.panoptic import load_pairs, score_pairs
+    from pathlib import Path
 
+    from ..evaluation.panoptic import load_pairs, score_pairs
+    from ..evaluation.predictions import dataset_images
+
+    _predictions_or_model(pred, model, images, "--pred and --pred-dir")
+    if model is None and pred_dir is None:
+        raise click.UsageError("--pred needs --pred-dir, the folder of its PNGs")
     try:
-        categories, pairs = load_pairs(gt, gt_dir, pred, pred_dir)
+        image_ids = None
+        if model is not None:
+            items = dataset_images(gt, images, limit)
+            predicted = _run_model(model, weights, device, batch_size, output, "panoptic", items,
+                                   _gt_category_ids(gt))
+            pred, pred_dir, image_ids = Path(output) / "panoptic.json", output, list(predicted.json_files)
+        categories, pairs = load_pairs(gt, gt_dir, pred, pred_dir, image_ids)
         with _progress(len(pairs)) as bar:
             section = score_pairs(categories, pairs, workers=workers, progress=bar)
     except SegkitError as exc:
@@ -107,21 +188,37 @@ def panoptic(gt, gt_dir, pred, pred_dir, workers, json_path):
 
 @eval_group.command()
 @click.option("--gt-dir", required=True, type=click.Path(file_okay=False), help="Ground-truth label PNGs.")
-@click.option("--pred-dir", required=True, type=click.Path(file_okay=False),
+@click.option("--pred-dir", type=click.Path(file_okay=False),
               help="Predicted label PNGs (<name>.png or segkit's <name>_labels.png).")
 @click.option("--classes", required=True, type=click.Path(dir_okay=False),
               help="JSON list of {train_id, category_id, name, isthing}; category_id null names the ignore value.")
 @click.option("--layout", type=click.Choice(["plain", "ade20k", "cityscapes"]), default="plain",
               show_default=True, help=LAYOUT_HELP)
+@_model_options
 @_workers_option
 @_json_option
-def semantic(gt_dir, pred_dir, classes, layout, workers, json_path):
+def semantic(gt_dir, pred_dir, classes, layout, model, images, weights, device, batch_size, limit, output, workers,
+             json_path):
     """mIoU, fwIoU, mACC, pACC and per-class IoU/accuracy as detectron2's SemSegEvaluator (percent)."""
-    from ..evaluation.semantic import evaluate_semantic, load_classes, pair_files
+    from pathlib import Path
 
+    from ..evaluation.predictions import label_images, train_id_table
+    from ..evaluation.semantic import LAYOUTS, evaluate_semantic, load_classes, pair_files
+
+    _predictions_or_model(pred_dir, model, images, "--pred-dir")
     try:
         label_set = load_classes(classes)
-        pairs = pair_files(gt_dir, pred_dir, layout)
+        if model is None:
+            pairs = pair_files(gt_dir, pred_dir, layout)
+        else:
+            spec = LAYOUTS[layout]
+            gt_files = sorted(Path(gt_dir).rglob(spec.gt_pattern))
+            items = label_images(gt_files, images, spec.image_suffix, spec.gt_suffix, limit)
+            predicted = _run_model(model, weights, device, batch_size, output, "semantic", items,
+                                   set(label_set.category_ids),
+                                   train_ids=lambda seg: train_id_table(seg.labels.category_ids, label_set))
+            pairs = [(gt, json_file.with_name(json_file.name[: -len(".json")] + "_trainids.png"))
+                     for gt, json_file in predicted.json_files.items()]
         with _progress(len(pairs)) as bar:
             section = evaluate_semantic(pairs, label_set, layout=layout, workers=workers, progress=bar)
     except SegkitError as exc:

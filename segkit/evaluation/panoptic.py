@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EvaluationInputError
-from .inputs import check_size, pixel_runs, read_json, read_png
+from .inputs import ImageIndex, check_size, pixel_runs, read_json, read_png
 from .parallel import map_images
 
 VOID = 0
@@ -62,11 +62,14 @@ def _pairs(gt, gt_json, gt_dir, pred, pred_json, pred_dir, image_ids) -> list[Im
     sizes = {image["id"]: (image["height"], image["width"]) for image in gt.get("images", [])}
     gt_by_image = {ann["image_id"]: ann for ann in gt["annotations"]}
     pred_by_image = {}
+    to_gt = _ids_by_file_name(gt, pred)
     for ann in pred["annotations"]:
-        if ann.get("image_id") not in gt_by_image:
+        image_id = to_gt.get(ann.get("image_id"), ann.get("image_id"))
+        if image_id not in gt_by_image:
             raise EvaluationInputError(f"{pred_json}: image_id {ann.get('image_id')!r} is not in {gt_json}; "
-                                       "predictions must use the ground truth's image ids")
-        pred_by_image[ann["image_id"]] = ann
+                                       "predictions must use the ground truth's image ids (or list their "
+                                       "images by file name, as segkit's panoptic.json does)")
+        pred_by_image[image_id] = ann
     wanted = list(gt_by_image) if image_ids is None else list(image_ids)
     pairs = []
     for image_id in wanted:
@@ -90,6 +93,14 @@ def _pairs(gt, gt_json, gt_dir, pred, pred_json, pred_dir, image_ids) -> list[Im
             size=sizes.get(image_id),
         ))
     return pairs
+
+
+def _ids_by_file_name(gt: dict, pred: dict) -> dict:
+    """Prediction image id -> ground-truth image id for predictions that list their ``images`` by
+    the source's file name (segkit's export numbers images in batch order)."""
+    index = ImageIndex(gt.get("images", []))
+    return {image["id"]: gt_id for image in pred.get("images", []) if isinstance(image, dict)
+            and (gt_id := index.lookup(image.get("file_name", ""))) is not None}
 
 
 def png_ids(path) -> np.ndarray:

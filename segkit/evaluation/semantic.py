@@ -159,8 +159,11 @@ def confusion_image(classes: SemanticClasses, layout: str, pair) -> np.ndarray:
     pred = read_png(pred_path)
     check_size(pred_path, pred, *gt.shape, f"the ground truth {gt_path}")
     if pred.max(initial=0) >= n:
-        raise EvaluationInputError(f"{pred_path}: label {int(pred.max())} is not a train id (0..{n - 1}); "
-                                   "predictions need a class for every pixel")
+        stray = pred[(pred >= n) & (pred != classes.ignore)]
+        if stray.size:
+            raise EvaluationInputError(f"{pred_path}: label {int(stray[0])} is not a train id (0..{n - 1}) nor "
+                                       f"the ignore value {classes.ignore}")
+        pred = np.where(pred == classes.ignore, n, pred)  # "no class of this dataset": a miss, column N
     top = 255 if gt.dtype == np.uint8 else 65535
     if gt.dtype != np.uint8 and (gt.min(initial=0) < 0 or gt.max(initial=0) > top):
         raise EvaluationInputError(f"{gt_path}: labels must be 0..{top}")
@@ -179,7 +182,7 @@ def summarise(confusion: np.ndarray, classes: SemanticClasses) -> dict:
     n = len(classes)
     matrix = confusion[:n, :n].astype(np.float64)
     tp = matrix.diagonal()
-    pos_gt = matrix.sum(axis=1)
+    pos_gt = confusion[:n, :].sum(axis=1).astype(np.float64)  # with column N: pixels predicted as no class
     pos_pred = matrix.sum(axis=0)
     acc = np.full(n, np.nan)
     iou = np.full(n, np.nan)

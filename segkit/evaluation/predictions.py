@@ -1,0 +1,114 @@
+"""Scoring a model on a dataset in one go: run it through segkit's runner over the ground truth's
+images, write its predictions (so they can be re-scored or inspected), and say what to score.
+
+Predictions are matched to ground-truth images by the source image each S.json records, so renamed
+stems (``S-1``) still match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EvaluationInputError
+from .inputs import read_json
+
+SAVE = {"instance": ("json",), "panoptic": ("json", "panoptic"), "semantic": ("json",)}
+TASKS = {"instance": "instance", "panoptic": "panoptic", "semantic": "semantic"}
+
+
+@dataclass
+class Predicted:
+    """What the run left: each ground-truth image id (or label file) with its S.json, and failures."""
+
+    json_files: dict = field(default_factory=dict)  # ground-truth image id (or GT label path) -> S.json path
+    failures: list[str] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def dataset_images(gt_json, images_dir, limit: int | None = None) -> list[tuple[object, Path]]:
+    """(image id, path) of the ground truth's images found in ``images_dir``, in the JSON's order."""
+    gt = read_json(gt_json, "a COCO JSON with images")
+    if not isinstance(gt, dict) or not isinstance(gt.get("images"), list):
+        raise EvaluationInputError(f"{gt_json}: no 'images' list; pass the COCO JSON of the ground truth")
+    found = []
+    for image in gt["images"]:
+        path = Path(images_dir) / str(image["file_name"])
+        if not path.is_file():
+            raise EvaluationInputError(f"{path}: image {image['id']} of {gt_json} is not in --images {images_dir}")
+        found.append((image["id"], path))
+    return found[:limit] if limit else found
+
+
+def label_images(gt_label_files, images_dir, image_suffix: str = "", gt_suffix: str = "",
+                 limit: int | None = None) -> list[tuple[Path, Path]]:
+    """(ground-truth label file, image) pairs for a semantic layout: the image with the label file's
+    stem (less the layout's suffix, plus the image suffix) anywhere under ``images_dir``."""
+    images = {}
+    for path in sorted(Path(images_dir).rglob("*")):
+        if path.is_file() and path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"):
+            images.setdefault(path.stem, path)
+    pairs = []
+    for gt in gt_label_files:
+        stem = gt.stem.removesuffix(gt_suffix) if gt_suffix else gt.stem
+        image = images.get(stem + image_suffix) or images.get(stem)
+        if image is None:
+            raise EvaluationInputError(f"{gt}: no image named {stem + image_suffix}.* under --images {images_dir}")
+        pairs.append((gt, image))
+    return pairs[:limit] if limit else pairs
+
+
+def predict(segmenter, items, task: str, out_dir, *, batch_size: int = 1, train_ids=None, categories=None,
+            progress=None) -> Predicted:
+    """Run ``segmenter`` over ``items`` ((key, image path) pairs) and write its predictions to ``out_dir``.
+
+    ``categories`` (the ground truth's category ids) keeps only those classes where the backend can
+    (OneFormer's ``label_set``), so a dataset of a few of the model's classes is scored on them.
+    For semantic scoring ``train_ids`` (model class index -> the ground truth's train id, 255 for none)
+    also writes ``<stem>_trainids.png`` beside each S.json: the label map in the ground truth's numbering.
+    """
+    from ..render import save_png
+    from ..runner import run
+    from ..writer import OutputWriter
+
+    out_dir = Path(out_dir)
+    keys = {str(path): key for key, path in items}
+    declared = {o.name for o in segmenter.OPTIONS}
+    options = {"task": TASKS[task]} if "task" in declared else {}
+    labels = getattr(segmenter, "labels", None)
+    if categories is not None and "label_set" in declared and labels is not None:
+        options["label_set"] = [name for name, c in zip(labels.names, labels.category_ids) if int(c) in categories]
+    writer = OutputWriter(out_dir, save=SAVE[task], inputs=[path for _, path in items],
+                          model_info={"weights": segmenter.source})
+    predicted = Predicted(out_dir=out_dir)
+    try:
+        for outcome in run(segmenter, [path for _, path in items], options, writer, batch_size=batch_size,
+                           progress=progress):
+            if not outcome.ok:
+                predicted.failures.append(outcome.error)
+                continue
+            json_file = next(p for p in outcome.files if p.suffix == ".json")
+            predicted.json_files[keys[str(outcome.source)]] = json_file
+            if train_ids is not None:
+                mapped = _in_train_ids(outcome.result, train_ids)
+                name = json_file.name[: -len(".json")] + "_trainids.png"
+                writer.out.write_all({name: lambda p, m=mapped: save_png(m, p)})
+        writer.finish()
+    finally:
+        writer.close()
+    return predicted
+
+
+def _in_train_ids(result, train_ids: np.ndarray) -> np.ndarray:
+    """A semantic result's label map (model class indices, -1 for none) in the ground truth's train ids."""
+    lut = np.append(train_ids, 255).astype(np.uint8)  # index -1 -> 255
+    return lut[result.label_map]
+
+
+def train_id_table(class_category_ids, classes) -> np.ndarray:
+    """Model class index -> ground-truth train id, matching by category id (255 where the ground truth
+    has no such category)."""
+    by_category = {c: train_id for train_id, c in enumerate(classes.category_ids)}
+    return np.array([by_category.get(int(c), 255) for c in class_category_ids], dtype=np.int64)
