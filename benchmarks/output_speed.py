@@ -82,7 +82,7 @@ CASES = {  # name: (backend, weights builder, predict options)
                   {"prompts": ["a cat", "grass", "the sky", "a rocket", "a cup of coffee", "a person", "a table",
                                "smoke"]}),
     "cutler": ("cutler-cascade", cutler_weights, {"threshold": 0.0, "max_detections": 100}),
-    "oneformer": ("oneformer-coco-dinat-l", oneformer_weights, {"task": "panoptic"}),
+    "oneformer": ("oneformer-coco-dinat-l", oneformer_weights, {"task": "panoptic", "threshold": 0.0}),
 }
 
 

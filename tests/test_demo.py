@@ -51,14 +51,14 @@ def _need(module):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny CLIPSeg and OneFormer (ADE20K labels) folders, and the CutLER fixture checkpoint."""
-    from test_oneformer_model import tiny_oneformer
-    from tiny_models import make_tiny_clipseg
+    from tiny_models import make_tiny_clipseg, tiny_oneformer
 
     root = tmp_path_factory.mktemp("demo_models")
     oneformer = root / "oneformer"
     tiny_oneformer(load_labels("ade20k_150").names, seed=2).save_pretrained(oneformer)
     return {"clipseg": make_tiny_clipseg(root / "clipseg"), "oneformer": oneformer,
-            "cutler": CUTLER / "cascade_tiny.pth", "cutler_config": CUTLER / "cascade_tiny.yaml"}
+            "cutler": CUTLER / "cascade_tiny.pth", "cutler_config": CUTLER / "cascade_tiny.yaml",
+            "maskcut": Path(__file__).parent / "fixtures" / "maskcut" / "model"}
 
 
 def _free_port() -> int:
@@ -76,7 +76,8 @@ def server(models, tmp_path_factory):
     args = [sys.executable, "-m", "segkit", "demo", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
             "--offline", "--max-pixels", str(MAX_PIXELS),
             "--weights", f"oneformer-ade20k-swin-l={models['oneformer']}", "--weights", f"clipseg={models['clipseg']}",
-            "--weights", f"cutler={models['cutler']}", "--config", f"cutler={models['cutler_config']}"]
+            "--weights", f"cutler={models['cutler']}", "--config", f"cutler={models['cutler_config']}",
+            "--weights", f"maskcut={models['maskcut']}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1])] + sys.path)}
     with open(log, "wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -268,6 +269,22 @@ def test_clipseg_tab_shows_what_the_cli_writes(page, models, examples_dir, tmp_p
     np.testing.assert_array_equal(overlay, np.asarray(Image.open(cli / "cat_overlay.png")))
     np.testing.assert_array_equal(page.image("clipseg-grid"), np.asarray(Image.open(cli / "cat_grid.png")))
     _same_segments(page.file("clipseg-json"), cli / "cat.json")
+    page.assert_local()
+
+
+def test_maskcut_tab_shows_what_the_cli_writes(page, models, examples_dir, tmp_path):
+    photo = examples_dir / "coffee.jpg"
+    page.open_tab("MaskCut")
+    page.upload("maskcut", photo)
+    page.set_number("maskcut-fixed_size", 160)
+    page.set_number("maskcut-alpha", 0.4)
+    assert "by maskcut-dino-vitb8" in page.run("maskcut")
+    cli = _cli(["maskcut", str(photo), "--weights", str(models["maskcut"]), "--fixed-size", "160", "--no-crf",
+                "--alpha", "0.4", "--save", "labels,json"], tmp_path / "cli")
+    overlay = page.image("maskcut-overlay")
+    assert overlay.shape == _photo_shape(photo)
+    np.testing.assert_array_equal(overlay, np.asarray(Image.open(cli / "coffee_overlay.png")))
+    _same_segments(page.file("maskcut-json"), cli / "coffee.json")
     page.assert_local()
 
 
