@@ -141,6 +141,13 @@ def common_options(config_help: str | None):
         click.option("--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels than this "
                      "(default: Pillow's decompression-bomb limit)."),
         click.option("--offline", is_flag=True, help="Never touch the network; use cached weights only."),
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="ray: run on a Ray cluster (a local one without --ray-address), same outputs."),
+        click.option("--ray-address", help="Address of the Ray cluster for --engine ray (e.g. ray://head:10001)."),
+        click.option("--workers", type=click.IntRange(min=1),
+                     help="Ray actors, one model each (default: one per GPU share, else one per node)."),
+        click.option("--gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(min=0),
+                     help="GPUs Ray assigns to each worker (fractions share a GPU)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary line."),
         click.option("--debug", is_flag=True, help="Show each failure's traceback."),
     ]
@@ -194,7 +201,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def run_images(backend: str, model_name: str, options: dict, *, images, weights, config, device, dtype, output,
-               save, coco, alpha, recursive, batch_size, max_pixels, offline, quiet, debug):
+               save, coco, alpha, recursive, batch_size, max_pixels, offline, engine, ray_address, workers,
+               gpus_per_worker, quiet, debug):
     """Check everything, load the model once, run every input, report; exits with the batch's code."""
     if offline:
         from ..weights import set_offline
@@ -229,18 +237,30 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
     total = len(inputs.paths) + len(inputs.missing)
     stopped = None
     if inputs.paths:
-        segmenter = _load(model_name, debug, weights=weights, config=config, device=device, dtype=dtype)
+        load_kwargs = {"weights": weights, "config": config, "device": device, "dtype": dtype}
+        if engine == "ray":
+            ray_engine, load_kwargs["weights"], source = _ray_engine(model_name, weights, debug)
+        else:
+            segmenter = _load(model_name, debug, **load_kwargs)
+            source = segmenter.source
         writer = OutputWriter(out_dir, save=save_set, alpha=alpha, inputs=inputs.paths,
-                              model_info={"weights": segmenter.source}, coco_path=coco)
+                              model_info={"weights": source}, coco_path=coco)
         from tqdm import tqdm
 
         show = not quiet and len(inputs.paths) > 1 and sys.stderr.isatty()
-        bar = tqdm(total=len(inputs.paths), disable=not show, file=sys.stderr, unit="img")
+        bar = tqdm(total=len(inputs.paths), disable=not show or engine == "ray", file=sys.stderr, unit="img")
         try:
             from ..runner import run
 
-            for outcome in run(segmenter, inputs.paths, options, writer, batch_size=batch_size,
-                               max_pixels=max_pixels):
+            if engine == "ray":  # Ray shows its own progress
+                outcomes = ray_engine.run(model_name, load_kwargs, inputs.paths, options, writer,
+                                          batch_size=batch_size, max_pixels=max_pixels, address=ray_address,
+                                          workers=workers, gpus_per_worker=gpus_per_worker,
+                                          show_progress=not quiet)
+            else:
+                outcomes = run(segmenter, inputs.paths, options, writer, batch_size=batch_size,
+                               max_pixels=max_pixels)
+            for outcome in outcomes:
                 done += 1
                 bar.update(1)
                 if not outcome.ok:
@@ -274,6 +294,21 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         click.echo(f"{_plural(total, 'image')}, {len(failures)} failed, {time.perf_counter() - start:.1f} s; "
                    f"outputs in {out_dir}")
     sys.exit(1 if failures else 0)
+
+
+def _ray_engine(model_name, weights, debug):
+    """The Ray engine, and the weights resolved once on the driver: (module, local path, source)."""
+    from .. import ray as ray_engine
+
+    try:
+        ray_engine.require_ray()
+        return (ray_engine, *ray_engine.resolve_weights(model_name, weights))
+    except ray_engine.RayUnavailableError as exc:
+        fail(str(exc), 2)
+    except SegkitError as exc:
+        if debug:
+            raise
+        fail(str(exc))
 
 
 def _load(model_name, debug, **kwargs):
