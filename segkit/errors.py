@@ -2,7 +2,18 @@
 
 
 class SegkitError(Exception):
-    """An error the CLI prints as one line (no traceback unless --debug)."""
+    """An error the CLI prints as one line (no traceback unless --debug).
+
+    The message names the API's parameters (``device=``); ``cli``, where given, is the same
+    message in the command line's words (``--device``), which the CLI prints instead.
+    """
+
+    def __init__(self, message: str = "", cli: str | None = None):
+        super().__init__(message)
+        self.cli = cli
+
+    def for_cli(self) -> str:
+        return self.cli or str(self)
 
 
 class ImageReadError(SegkitError):
@@ -24,6 +35,10 @@ class CheckpointError(SegkitError):
 class RequestError(SegkitError):
     """The request itself cannot be honoured (a bad option, config, device): every image would fail
     alike, so a batch stops at once and the CLI exits 2."""
+
+
+class PickledCodeError(CheckpointError):
+    """A weights file needs pickled Python code to load; segkit never runs it."""
 
 
 class ConfigError(RequestError):

@@ -46,9 +46,8 @@ def read_image(path, max_pixels: int | None = None) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if limit and img.width * img.height > limit:
-                    raise ImageReadError(
-                        f"{path}: {img.width}x{img.height} pixels is over the limit of {limit}; "
-                        "raise it with --max-pixels")
+                    reason = f"{path}: {img.width}x{img.height} pixels is over the limit of {limit}; raise it with "
+                    raise ImageReadError(reason + "max_pixels=", cli=reason + "--max-pixels")
                 img.seek(0)
                 img = ImageOps.exif_transpose(img)
                 img.load()
@@ -56,7 +55,8 @@ def read_image(path, max_pixels: int | None = None) -> np.ndarray:
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageReadError(f"{path}: too many pixels (over {limit}); raise the limit with --max-pixels") from None
+        reason = f"{path}: too many pixels (over {limit}); raise the limit with "
+        raise ImageReadError(reason + "max_pixels=", cli=reason + "--max-pixels") from None
     except Exception as exc:  # PIL raises many types for bad files
         reason = str(exc) or type(exc).__name__
         if "cannot identify image file" in reason:
@@ -68,17 +68,35 @@ def read_image(path, max_pixels: int | None = None) -> np.ndarray:
         Image.MAX_IMAGE_PIXELS = saved
 
 
+def _array_to_rgb(image: np.ndarray) -> np.ndarray:
+    """An HxW, HxWx1, HxWx3 or HxWx4 uint8 array as HxWx3 RGB; anything else is refused, saying why."""
+    shape = tuple(image.shape)
+    if image.dtype != np.uint8:
+        raise ImageReadError(f"image= array of shape {shape} has dtype {image.dtype}; pass uint8 RGB values "
+                             "0..255 (e.g. (array * 255).astype(np.uint8))")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ImageReadError(f"image= array of shape {shape} is not HxW, HxWx1, HxWx3 or HxWx4")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageReadError(f"image= array of shape {shape} has no pixels")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
 def as_rgb_array(image) -> np.ndarray:
-    """Accept a path, a PIL image or an HxWx3 uint8 RGB array; return a uint8 RGB array."""
+    """Accept a path, a PIL image or an HxW(x1|x3|x4) uint8 array; return a uint8 RGB array.
+
+    A channels-first (3, H, W) array is refused with a hint rather than read as a tall, thin image.
+    """
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
     if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-            raise ImageReadError(
-                f"array input must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        return np.ascontiguousarray(image[..., :3])
+        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[1] > 4:  # never a 1-4 pixel tall photo
+            raise ImageReadError(f"image= array of shape {tuple(image.shape)} looks channels-first; pass HxWxC, "
+                                 "e.g. array.transpose(1, 2, 0)")
+        return _array_to_rgb(image)
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
@@ -86,5 +104,7 @@ def as_rgb_array(image) -> np.ndarray:
     if Image is not None and isinstance(image, Image.Image):
         from PIL import ImageOps
 
+        if image.width == 0 or image.height == 0:
+            raise ImageReadError(f"image= PIL image of size {image.size} has no pixels")
         return _to_rgb(ImageOps.exif_transpose(image))
-    raise ImageReadError(f"unsupported image input of type {type(image).__name__}")
+    raise ImageReadError(f"image= must be a path, a PIL image or a numpy array, not {type(image).__name__}")

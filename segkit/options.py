@@ -52,32 +52,34 @@ class Option:
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise OptionError(f"{owner}: {self.name}= must be a list of strings, not {value!r}")
+                raise self._error(owner, value, "must be a list of strings")
             value = list(value)
-            if self.choices is not None:
-                for v in value:
-                    self._check_choice(v, owner)
+            for v in value:
+                self._check_choice(v, owner)
             return value
         if kind == "bool":
             if not isinstance(value, bool):
-                raise OptionError(f"{owner}: {self.name}= must be True or False, not {value!r}")
+                raise self._error(owner, value, "must be True or False")
             return value
         if kind == "str":
             if not isinstance(value, str):
-                raise OptionError(f"{owner}: {self.name}= must be a string, not {value!r}")
+                raise self._error(owner, value, "must be a string")
             self._check_choice(value, owner)
             return value
         number = _number(value, kind)
         if number is None:
-            raise OptionError(f"{owner}: {self.name}= must be {'an integer' if kind == 'int' else 'a number'}, "
-                              f"not {value!r}")
+            raise self._error(owner, value, "must be an integer" if kind == "int" else "must be a number")
         if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
-            raise OptionError(f"{owner}: {self.name}={value!r} is out of range; use {self.range_text()}")
+            raise self._error(owner, value, f"is out of range; use {self.range_text()}")
         return number
 
     def _check_choice(self, value, owner):
         if self.choices is not None and value not in self.choices:
-            raise OptionError(f"{owner}: {self.name}={value!r} is not one of {', '.join(map(str, self.choices))}")
+            raise self._error(owner, value, f"is not one of {', '.join(map(str, self.choices))}")
+
+    def _error(self, owner: str, value, rule: str) -> OptionError:
+        """The same complaint in the API's words (``name=value``) and the CLI's (``--flag value``)."""
+        return OptionError(f"{owner}: {self.name}={value!r} {rule}", cli=f"{owner}: {self.cli_flag} {value} {rule}")
 
     def range_text(self) -> str:
         if self.min is not None and self.max is not None:
@@ -110,7 +112,8 @@ def resolve_options(declared: tuple[Option, ...], given: Mapping, defaults: Mapp
     unknown = [key for key in given if key not in names]
     if unknown:
         valid = ", ".join(option.name for option in declared) or "none"
-        raise OptionError(f"{owner}: unknown option {unknown[0]!r}; valid options: {valid}")
+        raise OptionError(f"{owner}: unknown option {unknown[0]!r}; valid options: {valid}",
+                          cli=f"{owner}: this command has no option {unknown[0]!r}")
     values = {}
     for option in declared:
         if option.name in given and given[option.name] is not None:

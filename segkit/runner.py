@@ -37,14 +37,17 @@ class Outcome:
         return self.error is None
 
 
-def describe(source, exc: BaseException) -> str:
-    """A failure as one line that names the input (and the fix where segkit knows it)."""
+def describe(source, exc: BaseException, for_cli: bool = False) -> str:
+    """A failure as one line that names the input (and the fix where segkit knows it), in the API's
+    words or, ``for_cli``, the command line's."""
     if isinstance(exc, SegkitError):
-        text = str(exc)
+        text = exc.for_cli() if for_cli else str(exc)
         return text if text.startswith(str(source)) else f"{source}: {text}"
     if type(exc).__name__ == "OutOfMemoryError":
-        return f"{source}: out of GPU memory; use a smaller --batch-size or --device cpu"
-    return f"{source}: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+        fix = "a smaller --batch-size or --device cpu" if for_cli else "a smaller batch_size= or device='cpu'"
+        return f"{source}: out of GPU memory; use {fix}"
+    debug = " (rerun with --debug for the traceback)" if for_cli else ""
+    return f"{source}: {type(exc).__name__}: {exc}{debug}"
 
 
 def _is_oom(exc: BaseException) -> bool:

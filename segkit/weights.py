@@ -47,17 +47,18 @@ def cache_location(spec: ModelSpec) -> Path:
 
 
 def _unavailable(spec: ModelSpec, why: str) -> WeightsUnavailableError:
-    return WeightsUnavailableError(
-        f"weights for {spec.name} are not cached and could not be fetched from {spec.source} ({why}); "
-        f"run 'segkit models download {spec.name}' on a connected machine and copy {cache_location(spec)} here, "
-        "or pass weights= (--weights PATH) a local copy")
+    message = (f"weights for {spec.name} are not cached and could not be fetched from {spec.source} ({why}); "
+               f"run 'segkit models download {spec.name}' on a connected machine and copy {cache_location(spec)} "
+               "here, or pass ")
+    return WeightsUnavailableError(message + "weights= a local copy", cli=message + "--weights PATH")
 
 
 def local_weights(path) -> Path:
     """A user-given weights file or folder, checked to exist."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise WeightsUnavailableError(f"{path}: no such weights file or folder; check the --weights path")
+        raise WeightsUnavailableError(f"{path}: no such weights file or folder; check weights=",
+                                      cli=f"{path}: no such weights file or folder; check the --weights path")
     return path
 
 

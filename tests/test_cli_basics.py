@@ -3,11 +3,13 @@
 import os
 import subprocess
 import sys
-import time
 
 from click.testing import CliRunner
 
+from segkit._version import __version__
 from segkit.cli import main
+
+VERSION_LINE = f"segkit, version {__version__}\n"  # the exact version, not just "some version"
 
 
 def _run(*args, env=None, timeout=60):
@@ -20,7 +22,7 @@ def test_help_and_version_do_not_import_torch():
     code = ("import sys\nfrom click.testing import CliRunner\nfrom segkit.cli import main\n"
             "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output\n"
             "r = CliRunner().invoke(main, ['clipseg', '--help']); assert r.exit_code == 0, r.output\n"
-            "r = CliRunner().invoke(main, ['--version']); assert '0.' in r.output\n"
+            f"r = CliRunner().invoke(main, ['--version']); assert r.output == {VERSION_LINE!r}, r.output\n"
             "bad = [m for m in ('torch', 'transformers', 'numpy', 'PIL') if m in sys.modules]\n"
             "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -29,7 +31,7 @@ def test_help_and_version_do_not_import_torch():
 
 def test_version_subprocess():
     proc = _run("--version")
-    assert proc.returncode == 0 and "segkit" in proc.stdout
+    assert proc.returncode == 0 and proc.stdout == VERSION_LINE
 
 
 def test_usage_errors_exit_2(tmp_path):
@@ -60,14 +62,11 @@ def test_offline_missing_weights_fails_fast_with_fixes(tmp_path, examples_dir):
     image = examples_dir / "cat.jpg"
     for args in (["clipseg", str(image), "-p", "cat", "--offline"],
                  ["cutler", str(image), "--offline"]):
-        start = time.perf_counter()
-        proc = _run(*args, "-o", str(tmp_path / "out"), env=env)
-        elapsed = time.perf_counter() - start
+        proc = _run(*args, "-o", str(tmp_path / "out"), env=env)  # a retry loop would hit _run's timeout
         assert proc.returncode == 1, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1, proc.stderr
         assert "segkit models download" in lines[0] and "--weights" in lines[0]
-        assert elapsed < 60  # seconds, not a retry loop (generous for a loaded CI machine)
 
 
 def test_models_list(tmp_path):

@@ -11,15 +11,14 @@ from pycocotools import mask as mask_utils
 from segkit.cli import main
 
 
-def test_cutler_cli_matches_detectron2_outputs(tmp_path, fixtures_dir):
-    cutler = fixtures_dir / "cutler"
+def test_cutler_cli_matches_detectron2_outputs(tmp_path, cutler_dir):
     out = tmp_path / "out"
-    args = ["cutler", str(cutler / "img1.png"), "--weights", str(cutler / "cascade_tiny.pth"),
-            "--config", str(cutler / "cascade_tiny.yaml"), "--threshold", "0.05", "-o", str(out), "--save",
+    args = ["cutler", str(cutler_dir / "img1.png"), "--weights", str(cutler_dir / "cascade_tiny.pth"),
+            "--config", str(cutler_dir / "cascade_tiny.yaml"), "--threshold", "0.05", "-o", str(out), "--save",
             "labels,json,masks"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    ref = np.load(cutler / "cascade_tiny_img1_outputs.npz")
+    ref = np.load(cutler_dir / "cascade_tiny_img1_outputs.npz")
     record = json.loads((out / "img1.json").read_text())
     assert record["kind"] == "instance" and record["options"] == {"threshold": 0.05, "max_detections": 50}
     segments = record["segments"]
@@ -37,10 +36,10 @@ def test_cutler_cli_matches_detectron2_outputs(tmp_path, fixtures_dir):
     assert len(list((out / "img1_masks").iterdir())) == len(segments)
 
 
-def test_cutler_cli_bad_checkpoint_is_one_line(tmp_path, fixtures_dir):
+def test_cutler_cli_bad_checkpoint_is_one_line(tmp_path, cutler_dir):
     bogus = tmp_path / "bogus.pth"
     bogus.write_bytes(b"not a checkpoint")
-    result = CliRunner().invoke(main, ["cutler", str(fixtures_dir / "cutler" / "img1.png"), "--weights", str(bogus),
+    result = CliRunner().invoke(main, ["cutler", str(cutler_dir / "img1.png"), "--weights", str(bogus),
                                        "-o", str(tmp_path / "out")])
     assert result.exit_code == 1
     errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]

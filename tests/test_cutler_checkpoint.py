@@ -12,11 +12,6 @@ from segkit.backends.cutler.checkpoint import describe_state_dict, read_state_di
 from segkit.errors import CheckpointError
 
 
-@pytest.fixture(scope="module")
-def cutler_dir(fixtures_dir):
-    return fixtures_dir / "cutler"
-
-
 def _meta_state(cfg):
     with torch.device("meta"):
         return CutLERModel(cfg).state_dict()
@@ -80,15 +75,26 @@ def test_wrong_architecture_says_what_the_file_looks_like(cutler_dir, cascade_cf
     assert "\n" not in message
 
 
-def test_describe_recognises_both_tiny_checkpoints(cutler_dir, cascade_state):
-    assert describe_state_dict(cascade_state) == "Cascade Mask R-CNN (3 stages) R50-FPN, 1 class"
+@pytest.mark.parametrize("name, manifest, description", [
+    ("cascade", "manifest_cascade_r50fpn", "Cascade Mask R-CNN (3 stages) R50-FPN, 1 class"),
+    ("mrcnn", "manifest_mrcnn_r50fpn", "Mask R-CNN R50-FPN, 1 class"),
+])
+def test_describe_recognises_both_tiny_checkpoints_and_official_layouts(cutler_dir, name, manifest, description):
+    assert describe_state_dict(read_state_dict(cutler_dir / f"{name}_tiny.pth")) == description
+    shapes = json.loads((cutler_dir / f"{manifest}.json").read_text())
+    with torch.device("meta"):
+        official = {key: torch.empty(shape) for key, shape in shapes.items()}
+    assert describe_state_dict(official) == description
+
+
+def test_describe_names_what_is_not_an_rcnn():
     assert describe_state_dict({"backbone.conv.weight": torch.zeros(1)}) == "not a ResNet-FPN R-CNN checkpoint"
 
 
 def test_checkpoints_needing_pickled_code_are_refused(tmp_path, cascade_state):
     path = tmp_path / "pickled.pth"
     torch.save({"model": cascade_state, "args": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(CheckpointError, match=r"refused, the file needs pickled code to load \(argparse\.Namespace\)"):
+    with pytest.raises(CheckpointError, match=r"the file contains pickled Python code \(argparse\.Namespace\), which segkit does not run"):
         read_state_dict(path)
 
 

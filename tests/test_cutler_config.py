@@ -9,11 +9,6 @@ from segkit.backends.cutler.config import BUILTIN, DEFAULTS, load_config
 from segkit.errors import ConfigError
 
 
-@pytest.fixture(scope="module")
-def cutler_dir(fixtures_dir):
-    return fixtures_dir / "cutler"
-
-
 def _leaves(tree, prefix=""):
     for key, value in tree.items():
         if isinstance(value, dict):
@@ -88,7 +83,7 @@ def _write(folder, name, text):
 
 def _derived(tmp_path, cutler_dir, extra: str):
     """A config over the fixture's tiny cascade, with ``extra`` merged on top."""
-    base = _write(tmp_path, "base/cascade.yaml", (cutler_dir / "cascade_tiny_flat.yaml").read_text())
+    _write(tmp_path, "base/cascade.yaml", (cutler_dir / "cascade_tiny_flat.yaml").read_text())
     return _write(tmp_path, "configs/derived.yaml", '_BASE_: "../base/cascade.yaml"\n' + textwrap.dedent(extra))
 
 

@@ -1,4 +1,4 @@
-"""CutLER against detectron2 + CutLER's own outputs (../shared/fixtures/cutler, see its README).
+"""CutLER against detectron2 + CutLER's own outputs (tests/fixtures/cutler, see its README).
 
 Final outputs go through the public API (folded norms, channels-last: what users run); the
 intermediate tensors are checked on both the folded and the unfolded model, so a divergence is
@@ -27,11 +27,6 @@ FEATURE_RTOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def cutler_dir(fixtures_dir):
-    return fixtures_dir / "cutler"
-
-
-@pytest.fixture(scope="module")
 def segmenters(cutler_dir):
     return {name: segkit.load(model, weights=cutler_dir / f"{name}_tiny.pth", config=cutler_dir / f"{name}_tiny.yaml")
             for name, model in MODELS.items()}
@@ -55,19 +50,19 @@ def test_outputs_match_detectron2(segmenters, cutler_dir, name, image):
     assert result.labels == ["object"] * len(result)
 
 
-def _trace(cutler_dir, name, fold):
+def _intermediates(run_recording, cutler_dir, name, fold):
     cfg = load_config(cutler_dir / f"{name}_tiny.yaml")
     model = build_model(cfg, read_state_dict(cutler_dir / f"{name}_tiny.pth"), fold=fold)
-    trace = {}
     with torch.inference_mode():
-        model(read_image(cutler_dir / "img1.png"), score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
-              max_detections=cfg.TEST.DETECTIONS_PER_IMAGE, trace=trace)
-    return {k: v.float().numpy() for k, v in trace.items()}
+        _, found = run_recording(model, read_image(cutler_dir / "img1.png"),
+                                 score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+                                 max_detections=cfg.TEST.DETECTIONS_PER_IMAGE)
+    return {k: v.float().numpy() for k, v in found.items()}
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["unfolded", "folded"])
-def traces(request, cutler_dir):
-    return {name: _trace(cutler_dir, name, request.param) for name in MODELS}
+def traces(request, run_recording, cutler_dir):
+    return {name: _intermediates(run_recording, cutler_dir, name, request.param) for name in MODELS}
 
 
 def _close(ours, ref, key):
@@ -124,7 +119,8 @@ def test_mask_head(traces, cutler_dir, name):
     outputs = np.load(cutler_dir / f"{name}_tiny_img1_outputs.npz")
     trace = traces[name]
     _close(trace["mask_logits"], ref["mask_logits"], "mask_logits")
-    np.testing.assert_allclose(trace["mask_probs_28"], outputs["mask_probs_28"], rtol=0, atol=1e-4)
+    probs = 1 / (1 + np.exp(-trace["mask_logits"][:, 0]))  # one class: every detection's own map
+    np.testing.assert_allclose(probs, outputs["mask_probs_28"], rtol=0, atol=1e-4)
     # The fixtures' "boxes_resized" holds original-image boxes: detectron2's detector_postprocess
     # scales the Boxes tensor in place, overwriting the array before it was saved. So check that
     # the boxes the mask head pooled from rescale to the final boxes.

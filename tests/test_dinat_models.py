@@ -1,13 +1,12 @@
 """transformers' DiNAT and OneFormer-with-DiNAT running on segkit's attention: legacy NATTEN outputs, brute force."""
 
 import copy
-import importlib.util
 import json
 
 import pytest
 import torch
-from test_neighborhood_attention import reference_av, reference_qk
 
+from conftest import reference_av, reference_qk
 from segkit.backends.oneformer.dinat import neighborhood_attention_forward, patch_transformers_dinat
 
 TASKS = ("semantic", "instance", "panoptic")
@@ -34,24 +33,39 @@ def fixture_backbone(fixtures_dir, modeling_dinat):
             manifest["dinat_backbone"]["layers"])
 
 
-def test_patch_is_idempotent_and_needs_no_natten(modeling_dinat):
+def _assert_maps_match(maps, expected: dict, prefix: str, tolerance: float):
+    """``maps[i]`` against ``expected[f"{prefix}.{i}"]``, and as many maps as the fixture holds."""
+    assert len(maps) == sum(key.startswith(prefix + ".") for key in expected) > 0
+    for i, feature_map in enumerate(maps):
+        torch.testing.assert_close(feature_map, expected[f"{prefix}.{i}"], atol=tolerance, rtol=tolerance)
+
+
+def test_patch_is_idempotent_and_builds_dinat_without_natten(fixtures_dir, modeling_dinat, monkeypatch):
+    """With natten reported missing (whatever is installed), the patched DiNAT builds and gives NATTEN's outputs."""
+    from safetensors.torch import load_file
+    from transformers import DinatConfig
+    from transformers.utils import import_utils
+
     check = modeling_dinat.requires_backends
     patch_transformers_dinat()
     assert modeling_dinat.requires_backends is check
     assert modeling_dinat.NeighborhoodAttention.forward is neighborhood_attention_forward
-    if importlib.util.find_spec("natten") is None:
-        from transformers import DinatConfig
-
-        modeling_dinat.DinatModel(DinatConfig(embed_dim=8, depths=[1], num_heads=[1], kernel_size=3,
-                                              dilations=[[1]]))
+    monkeypatch.setitem(import_utils.BACKENDS_MAPPING, "natten", (lambda: False, "{0} requires natten"))
+    with pytest.raises(ImportError, match="DinatBackbone requires natten"):  # transformers' own check refuses
+        import_utils.requires_backends(modeling_dinat.DinatBackbone, ["natten"])
+    folder = fixtures_dir / "dinat" / "dinat_backbone"
+    model = modeling_dinat.DinatBackbone(DinatConfig.from_pretrained(folder)).eval()
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    with torch.no_grad():
+        maps = model(load_file(folder / "inputs.safetensors")["pixel_values"]).feature_maps
+    _assert_maps_match(maps, load_file(folder / "outputs.safetensors"), "feature_maps", 1e-4)
 
 
 def test_backbone_matches_legacy_natten(fixture_backbone):
     model, pixels, expected, _ = fixture_backbone
     with torch.no_grad():
         maps = model(pixels).feature_maps
-    for i, feature_map in enumerate(maps):
-        torch.testing.assert_close(feature_map, expected[f"feature_maps.{i}"], atol=1e-4, rtol=1e-4)
+    _assert_maps_match(maps, expected, "feature_maps", 1e-4)
 
 
 def test_backbone_float64_matches_tightly(fixture_backbone):
@@ -59,13 +73,13 @@ def test_backbone_float64_matches_tightly(fixture_backbone):
     model64 = copy.deepcopy(model).double()
     with torch.no_grad():
         maps = model64(pixels.double()).feature_maps
-    for i, feature_map in enumerate(maps):
-        torch.testing.assert_close(feature_map, expected[f"feature_maps_f64.{i}"], atol=1e-12, rtol=1e-12)
+    _assert_maps_match(maps, expected, "feature_maps_f64", 1e-12)
 
 
 def test_every_attention_layer_including_padded_maps(fixture_backbone):
     """Each NA module on its recorded (layer-normed, padded) input gives NATTEN's recorded context."""
     model, _, expected, layers = fixture_backbone
+    assert len(layers) == sum(model.config.depths)
     padded = 0
     for layer in layers:
         stage, index = layer["layer"].split(".")
@@ -92,8 +106,7 @@ def test_oneformer_with_dinat_matches_legacy_natten(fixtures_dir, modeling_dinat
                         task_inputs=inputs["task_inputs"][row:row + 1], output_hidden_states=True)
         for name in ("class_queries_logits", "masks_queries_logits", "task_token"):
             torch.testing.assert_close(getattr(out, name), expected[f"{task}.{name}"], atol=1e-4, rtol=1e-4)
-    for i, feature_map in enumerate(out.encoder_hidden_states):
-        torch.testing.assert_close(feature_map, expected[f"backbone_feature_maps.{i}"], atol=1e-4, rtol=1e-4)
+    _assert_maps_match(out.encoder_hidden_states, expected, "backbone_feature_maps", 1e-4)
 
 
 def reference_forward(self, hidden_states, output_attentions=False):

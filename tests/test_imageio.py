@@ -83,8 +83,9 @@ def test_truncated_file(tmp_path, examples_dir):
 
 def test_pixel_limit(tmp_path):
     path = _save(tmp_path, "big.png", Image.new("RGB", (100, 100)))
-    with pytest.raises(ImageReadError, match="--max-pixels"):
+    with pytest.raises(ImageReadError, match="max_pixels=") as err:
         read_image(path, max_pixels=5000)
+    assert err.value.for_cli().endswith("--max-pixels")
     assert read_image(path, max_pixels=10000).shape == (100, 100, 3)
 
 
@@ -95,3 +96,25 @@ def test_as_rgb_array_inputs(tmp_path):
     assert (as_rgb_array(_save(tmp_path, "x.png", Image.fromarray(arr))) == arr).all()
     with pytest.raises(ImageReadError):
         as_rgb_array(arr.astype(np.float32))
+
+
+@pytest.mark.parametrize("shape, dtype, message", [
+    ((0, 0, 3), np.uint8, r"shape \(0, 0, 3\) has no pixels"),
+    ((3, 40, 50), np.uint8, r"shape \(3, 40, 50\) looks channels-first; pass HxWxC, e\.g\. array\.transpose"),
+    ((3, 40, 3), np.uint8, "looks channels-first"),  # not silently read as a 3-pixel-tall image
+    ((4, 40, 4), np.uint8, "looks channels-first"),
+    ((6, 7), np.float32, r"shape \(6, 7\) has dtype float32"),
+    ((6, 7, 2), np.uint8, r"shape \(6, 7, 2\) is not HxW"),
+])
+def test_bad_arrays_are_refused_with_their_own_shape(shape, dtype, message):
+    with pytest.raises(ImageReadError, match=message):
+        as_rgb_array(np.zeros(shape, dtype))
+
+
+def test_single_channel_and_rgba_arrays():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4, 1) + 10
+    out = as_rgb_array(np.concatenate([gray] * 5, axis=0))  # 15 x 4 x 1
+    assert out.shape == (15, 4, 3) and (out == np.concatenate([gray] * 5, axis=0)).all()
+    rgba = np.zeros((6, 7, 4), np.uint8)
+    rgba[..., 0] = 9
+    assert as_rgb_array(rgba).shape == (6, 7, 3) and (as_rgb_array(rgba)[..., 0] == 9).all()

@@ -1,41 +1,13 @@
 """segkit's neighborhood attention against legacy NATTEN's outputs and a brute-force reference of its semantics."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import reference_av, reference_qk, window_keys
 from segkit.ops import na2d, na2d_av, na2d_qk_rpb
-
-
-def window_keys(length, kernel_size, dilation):
-    """Brute force, per query: the K key positions along one axis and their bias-table indices (legacy NATTEN)."""
-    keys, bias_rows = [], []
-    for i in range(length):
-        group, inside = i % dilation, i // dilation
-        group_length = len(range(group, length, dilation))
-        start = min(max(inside - kernel_size // 2, 0), group_length - kernel_size)
-        row = [(start + t) * dilation + group for t in range(kernel_size)]
-        keys.append(row)
-        bias_rows.append([kernel_size - 1 + (key - i) // dilation for key in row])
-    return torch.tensor(keys), torch.tensor(bias_rows)
-
-
-def reference_qk(query, key, rpb, kernel_size, dilation):
-    rows, row_bias = window_keys(query.shape[2], kernel_size, dilation)
-    cols, col_bias = window_keys(query.shape[3], kernel_size, dilation)
-    windows = key[:, :, rows[:, None, :, None], cols[None, :, None, :]]  # B, h, H, W, K, K, D
-    scores = (query[:, :, :, :, None, None, :] * windows).sum(-1)
-    if rpb is not None:
-        scores = scores + rpb[:, row_bias[:, None, :, None], col_bias[None, :, None, :]]
-    return scores.flatten(-2)
-
-
-def reference_av(attn, value, kernel_size, dilation):
-    rows, _ = window_keys(value.shape[2], kernel_size, dilation)
-    cols, _ = window_keys(value.shape[3], kernel_size, dilation)
-    windows = value[:, :, rows[:, None, :, None], cols[None, :, None, :]].flatten(4, 5)  # B, h, H, W, K*K, D
-    return (attn[..., None] * windows).sum(-2)
 
 
 def random_case(seed, batch, heads, height, width, dim, kernel_size, dtype=torch.float64):
@@ -47,14 +19,10 @@ def random_case(seed, batch, heads, height, width, dim, kernel_size, dtype=torch
 
 # ---------------------------------------------------------------- legacy NATTEN fixtures
 
-def _op_cases():
-    from conftest import SHARED
-
-    path = SHARED / "fixtures" / "dinat" / "op" / "cases.json"
-    return json.loads(path.read_text()) if path.is_file() else []
+OP_CASES = json.loads((Path(__file__).parent / "fixtures" / "dinat" / "op" / "cases.json").read_text())
 
 
-@pytest.mark.parametrize("case", _op_cases(), ids=lambda case: case["name"])
+@pytest.mark.parametrize("case", OP_CASES, ids=lambda case: case["name"])
 def test_matches_legacy_natten(case, fixtures_dir):
     from safetensors.torch import load_file
 
@@ -66,8 +34,8 @@ def test_matches_legacy_natten(case, fixtures_dir):
     torch.testing.assert_close(na2d(t["query"], t["key"], t["value"], t["rpb"], k, d), t["out"], atol=tol, rtol=tol)
 
 
-def test_fixture_cases_are_present(fixtures_dir):
-    assert len(_op_cases()) >= 10
+def test_fixture_cases_are_present():
+    assert len(OP_CASES) >= 10
 
 
 # ---------------------------------------------------------------- brute force, other shapes

@@ -11,7 +11,7 @@ from pycocotools import mask as mask_utils
 import segkit
 from segkit.cli import main
 from segkit.labels import load_labels
-from test_oneformer_model import tiny_oneformer
+from tiny_models import tiny_oneformer
 
 ADE = load_labels("ade20k_150")
 

@@ -1,4 +1,4 @@
-"""The tiny DiNAT OneFormer of shared/fixtures/dinat, loaded through segkit, against NATTEN-computed outputs."""
+"""The tiny DiNAT OneFormer of tests/fixtures/dinat, loaded through segkit, against NATTEN-computed outputs."""
 
 import dataclasses
 

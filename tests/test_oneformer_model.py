@@ -13,39 +13,14 @@ import segkit
 from segkit.backends import oneformer
 from segkit.backends.oneformer.processing import preprocess
 from segkit.backends.oneformer.tasks import TASKS, shipped_ids, task_text, task_token_ids
-from segkit.errors import CheckpointError, ConfigError, OptionError
+from segkit.errors import CheckpointError, OptionError
 from segkit.imageio import read_image
 from segkit.labels import load_labels
 from segkit.registry import get_spec
 from segkit.result import boxes_from_masks
+from tiny_models import tiny_oneformer, write_clip_vocab
 
 COCO = load_labels("coco_panoptic")
-
-
-def tiny_oneformer(names, num_queries=20, seed=0):
-    """A random OneFormer with a small Swin backbone whose queries differ, as trained ones do."""
-    from transformers import OneFormerConfig, OneFormerForUniversalSegmentation, SwinConfig
-
-    swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
-                      drop_path_rate=0.0, out_features=["stage1", "stage2", "stage3", "stage4"])
-    config = OneFormerConfig(
-        backbone_config=swin, num_queries=num_queries,
-        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-        conv_dim=32, mask_dim=32, hidden_dim=32, encoder_feedforward_dim=64, dim_feedforward=64,
-        encoder_layers=1, decoder_layers=2, num_attention_heads=2, text_encoder_width=32,
-        text_encoder_num_layers=1, text_encoder_proj_layers=1, query_dec_layers=1,
-        is_training=False, output_auxiliary_logits=False)
-    torch.manual_seed(seed)
-    model = OneFormerForUniversalSegmentation(config).eval()
-    params = dict(model.named_parameters())
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # distinct queries, confident classes, masks with clear edges
-        queries = params["model.transformer_module.queries_embedder.weight"]
-        queries.copy_(torch.randn(queries.shape, generator=gen) * 3)
-        classes = params["model.transformer_module.decoder.class_embed.weight"]
-        classes.copy_(torch.randn(classes.shape, generator=gen) * 3)
-        params["model.transformer_module.decoder.mask_embed.layers.2.0.weight"].mul_(40)
-    return model
 
 
 def small_spec(name="oneformer-coco-swin-l"):
@@ -109,7 +84,6 @@ def test_shipped_task_ids_are_what_oneformer_processor_makes(fixtures_dir):
 
 
 def test_checkpoint_tokenizer_is_used_when_present(tiny_folder, tmp_path):
-    from tiny_models import write_clip_vocab
     from transformers import CLIPTokenizer, OneFormerImageProcessor, OneFormerProcessor
 
     folder = tmp_path / "with_tokenizer"

@@ -31,6 +31,9 @@ def test_to_coco_round_trip():
     masks = _masks()
     res = Result("instance", masks, ["a", "b"], [0.9, 0.5], boxes_from_masks(masks))
     records = res.to_coco()
+    assert len(records) == len(masks) == 2
+    assert [rec["label"] for rec in records] == ["a", "b"]
+    assert [rec["score"] for rec in records] == pytest.approx([0.9, 0.5])
     for mask, rec in zip(masks, records):
         assert isinstance(rec["segmentation"]["counts"], str)
         assert (mask_utils.decode(rec["segmentation"]).astype(bool) == mask).all()

@@ -1,7 +1,8 @@
 """Tiny models built on the fly, so tests never need a model hub.
 
 The CLIPSeg helpers write a real Hugging Face folder (config, weights, tokenizer, image processor)
-that segkit loads through its ordinary code path via ``weights=``.
+that segkit loads through its ordinary code path via ``weights=``; ``tiny_oneformer`` returns a
+model to ``save_pretrained`` into one.
 """
 
 from __future__ import annotations
@@ -112,3 +113,30 @@ def _realistic_decoder_scale(model, logit_gain: float = 30.0) -> None:
         last = model.decoder.transposed_convolution
         last = last[-1] if isinstance(last, torch.nn.Sequential) else last
         last.weight.mul_(logit_gain)
+
+
+def tiny_oneformer(names, num_queries=20, seed=0):
+    """A random OneFormer with a small Swin backbone whose queries differ, as trained ones do."""
+    import torch
+    from transformers import OneFormerConfig, OneFormerForUniversalSegmentation, SwinConfig
+
+    swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
+                      drop_path_rate=0.0, out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = OneFormerConfig(
+        backbone_config=swin, num_queries=num_queries,
+        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        conv_dim=32, mask_dim=32, hidden_dim=32, encoder_feedforward_dim=64, dim_feedforward=64,
+        encoder_layers=1, decoder_layers=2, num_attention_heads=2, text_encoder_width=32,
+        text_encoder_num_layers=1, text_encoder_proj_layers=1, query_dec_layers=1,
+        is_training=False, output_auxiliary_logits=False)
+    torch.manual_seed(seed)
+    model = OneFormerForUniversalSegmentation(config).eval()
+    params = dict(model.named_parameters())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # distinct queries, confident classes, masks with clear edges
+        queries = params["model.transformer_module.queries_embedder.weight"]
+        queries.copy_(torch.randn(queries.shape, generator=gen) * 3)
+        classes = params["model.transformer_module.decoder.class_embed.weight"]
+        classes.copy_(torch.randn(classes.shape, generator=gen) * 3)
+        params["model.transformer_module.decoder.mask_embed.layers.2.0.weight"].mul_(40)
+    return model

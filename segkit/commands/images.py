@@ -208,6 +208,8 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         from ..weights import set_offline
 
         set_offline()
+    if debug:
+        os.environ["SEGKIT_DEBUG"] = "1"  # show transformers' load reports
     if quiet or not sys.stderr.isatty():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import segkit
@@ -220,7 +222,7 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
     try:
         segkit.check(model_name, device=device, dtype=dtype, **options)  # before any weights are fetched
     except RequestError as exc:
-        fail(str(exc), 2)
+        fail(exc.for_cli(), 2)
     out_dir = Path(output)
     inputs = collect_inputs(images, recursive=recursive, exclude=out_dir)
     if not inputs.paths and not inputs.missing:
@@ -228,7 +230,7 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
     try:
         check_writable(out_dir)
     except SegkitError as exc:
-        fail(str(exc))
+        fail(exc.for_cli())
     start = time.perf_counter()
     failures = list(inputs.missing)
     for message in inputs.missing:
@@ -250,7 +252,7 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         show = not quiet and len(inputs.paths) > 1 and sys.stderr.isatty()
         bar = tqdm(total=len(inputs.paths), disable=not show or engine == "ray", file=sys.stderr, unit="img")
         try:
-            from ..runner import run
+            from ..runner import describe, run
 
             if engine == "ray":  # Ray shows its own progress
                 outcomes = ray_engine.run(model_name, load_kwargs, inputs.paths, options, writer,
@@ -264,16 +266,17 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
                 done += 1
                 bar.update(1)
                 if not outcome.ok:
-                    failures.append(outcome.error)
-                    tqdm.write(f"error: {outcome.error}", file=sys.stderr)
+                    message = describe(outcome.source, outcome.exception, for_cli=True) if outcome.exception else outcome.error
+                    failures.append(message)
+                    tqdm.write(f"error: {message}", file=sys.stderr)
                     if debug and outcome.exception is not None:
                         tqdm.write("".join(traceback.format_exception(outcome.exception)), file=sys.stderr)
         except RequestError as exc:
             bar.close()
-            fail(str(exc), 2)
+            fail(exc.for_cli(), 2)
         except SegkitError as exc:  # a full disk: every next image would fail alike
-            failures.append(str(exc))
-            click.echo(f"error: {exc}", err=True)
+            failures.append(exc.for_cli())
+            click.echo(f"error: {exc.for_cli()}", err=True)
             stopped = 1
         except (KeyboardInterrupt, Terminated) as exc:
             stopped = 143 if isinstance(exc, Terminated) else 130
@@ -319,11 +322,11 @@ def _load(model_name, debug, **kwargs):
     except RequestError as exc:  # the options asked for something impossible
         if debug:
             raise
-        fail(str(exc), 2)
+        fail(exc.for_cli(), 2)
     except SegkitError as exc:
         if debug:
             raise
-        fail(str(exc))
+        fail(exc.for_cli())
     except Exception as exc:
         if debug:
             raise

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...checkpoints import from_pretrained, quiet_transformers
 from ...errors import CheckpointError, ConfigError, OptionError, first_line
 from ...imageio import as_rgb_array
 from ...registry import ModelSpec
@@ -40,12 +41,12 @@ def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> "
                               "tokenizer and preprocessor files), not a single file")
     torch_dtype = resolve_dtype(dtype, device, half_ok=False)
     try:
-        processor = CLIPSegProcessor.from_pretrained(folder)
-        model = CLIPSegForImageSegmentation.from_pretrained(folder, dtype=torch_dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        reason = first_line(exc)
-        raise CheckpointError(f"{folder}: not a loadable CLIPSeg model folder ({reason}); "
+        with quiet_transformers():
+            processor = CLIPSegProcessor.from_pretrained(folder)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{folder}: not a loadable CLIPSeg model folder ({first_line(exc)}); "
                               "pass a folder saved by CLIPSegForImageSegmentation and CLIPSegProcessor") from None
+    model = from_pretrained(CLIPSegForImageSegmentation, folder, what="CLIPSeg model", dtype=torch_dtype)
     return CLIPSegSegmenter(spec, model.to(device).eval(), processor, device, torch_dtype)
 
 
@@ -118,8 +119,8 @@ class CLIPSegSegmenter(Segmenter):
         texts, named = _labelled_prompts(prompts, prompt_images)
         labels = texts + list(named)
         if not labels:
-            raise OptionError("CLIPSeg needs at least one prompt: give prompts= (--prompt TEXT) or "
-                              "prompt_images= (--prompt-image PATH)")
+            raise OptionError("CLIPSeg needs at least one prompt: give prompts= or prompt_images=",
+                              cli="CLIPSeg needs at least one prompt: give --prompt TEXT or --prompt-image PATH")
         return labels, texts, [as_rgb_array(image) for image in named.values()]
 
     def _logits(self, rgbs, texts, images):

@@ -100,10 +100,8 @@ class FPN(nn.Module):
         self.size_divisibility = 2 ** self.levels[-1]
         self.out_channels = f.OUT_CHANNELS
 
-    def forward(self, x, trace: dict | None = None) -> dict:
+    def forward(self, x) -> dict:
         bottom_up = self.bottom_up(x)
-        if trace is not None:
-            trace.update({f"bottom_up_{k}": v for k, v in bottom_up.items()})
         outputs = {}
         top_down = None
         for name, level in reversed(list(zip(self.in_features, self.levels))):
@@ -116,7 +114,4 @@ class FPN(nn.Module):
             outputs[f"p{level}"] = getattr(self, f"fpn_output{level}")(top_down)
         coarsest = self.levels[-1]
         outputs[f"p{coarsest + 1}"] = F.max_pool2d(outputs[f"p{coarsest}"], kernel_size=1, stride=2, padding=0)
-        features = {name: outputs[name] for name in sorted(outputs, key=lambda n: int(n[1:]))}
-        if trace is not None:
-            trace.update({f"fpn_{k}": v for k, v in features.items()})
-        return features
+        return {name: outputs[name] for name in sorted(outputs, key=lambda n: int(n[1:]))}

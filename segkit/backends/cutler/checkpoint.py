@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
 import torch
 
-from ...errors import CheckpointError, first_line
+from ...checkpoints import SHOWN_KEYS, torch_load
+from ...errors import CheckpointError, PickledCodeError
 from .backbone import BLOCKS_PER_STAGE
-
-SHOWN_KEYS = 3
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict of a detectron2 checkpoint (``{"model": state_dict}``) or of a bare state dict."""
+    """The state dict of a detectron2 checkpoint (``{"model": state_dict}``), of a bare state dict, or of
+    a .safetensors file (what a checkpoint with pickled code converts to)."""
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        text = str(exc)
-        code = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if isinstance(exc, pickle.UnpicklingError) and code:
-            raise CheckpointError(
-                f"{path}: refused, the file needs pickled code to load ({code.group(1)}); segkit loads "
-                "weights only: re-save it as torch.save({'model': model.state_dict()}, path)") from None
-        detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
-        reason = detail.group(1)[:160] if detail else first_line(exc, 160)
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason}); "
-                              "pass a detectron2 .pth file such as cutler_cascade_final.pth") from None
+        data = torch_load(path)
+    except PickledCodeError:
+        raise
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; pass a detectron2 .pth file such as cutler_cascade_final.pth") from None
     state = data.get("model", data) if isinstance(data, dict) else data
     if not isinstance(state, dict) or not state or \
             not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):

@@ -63,31 +63,23 @@ class CutLERModel(nn.Module):
                                    self.backbone.size_divisibility)
         return torch.from_numpy(pixels)[None].to(self.device), size
 
-    def forward(self, rgb: np.ndarray, *, score_thresh: float, max_detections: int,
-                trace: dict | None = None) -> Detections:
-        """Detect objects in a uint8 RGB image; ``trace`` (a dict) collects intermediate tensors."""
+    def forward(self, rgb: np.ndarray, *, score_thresh: float, max_detections: int) -> Detections:
+        """Detect objects in a uint8 RGB image."""
         timings = {}
         clock = _Clock(self.device, timings)
         image, resized = self.preprocess(rgb)
-        if trace is not None:
-            trace["backbone_input"], trace["image_size_resized"] = image, torch.tensor(resized)
         image = image.to(self.dtype).contiguous(memory_format=torch.channels_last)
         clock.lap("preprocess_s")
-        features = self.backbone(image, trace)
+        features = self.backbone(image)
         clock.lap("backbone_s")
-        proposals, logits = self.proposal_generator(features, resized, trace)
-        if trace is not None:
-            trace["rpn_proposals"], trace["rpn_proposal_logits"] = proposals, logits
+        proposals, _ = self.proposal_generator(features, resized)
         clock.lap("rpn_s")
         levels = self.roi_heads.pooling_levels(features)
         del features  # the poolers' copies replace the channels-last maps: less memory at the heads' peak
-        boxes, scores, classes = self.roi_heads.detect(levels, proposals, resized, score_thresh, max_detections,
-                                                       trace)
+        boxes, scores, classes = self.roi_heads.detect(levels, proposals, resized, score_thresh, max_detections)
         clock.lap("box_heads_s")
-        probs = self.roi_heads.masks(levels, boxes, classes, trace)
+        probs = self.roi_heads.masks(levels, boxes, classes)
         clock.lap("mask_head_s")
-        if trace is not None:
-            trace.update(boxes_resized=boxes, scores_before_postprocess=scores, mask_probs_28=probs)
         original = rgb.shape[:2]
         boxes, keep = rescale_boxes(boxes, resized, original)
         boxes, scores, classes, probs = boxes[keep], scores[keep], classes[keep], probs[keep]

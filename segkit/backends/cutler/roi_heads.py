@@ -145,7 +145,7 @@ class ROIHeads(nn.Module):
         """The pyramid levels the poolers read, as contiguous float32 maps (made once per image)."""
         return [features[name].float().contiguous() for name in self.in_features]
 
-    def detect(self, levels: list, proposals, image_size, score_thresh, topk, trace=None):
+    def detect(self, levels: list, proposals, image_size, score_thresh, topk):
         """Boxes (D, 4), scores (D,), classes (D,) in resized-image pixels, best first."""
         dtype = next(self.parameters()).dtype
         probs_sum = None
@@ -158,20 +158,13 @@ class ROIHeads(nn.Module):
             pred_boxes = box_ops.apply_deltas(deltas, proposals, weights)
             probs = logits.sigmoid() if self.sigmoid_scores else F.softmax(logits, dim=-1)
             probs_sum = probs if probs_sum is None else probs_sum + probs
-            if trace is not None:
-                trace.update({f"stage{k}_proposals": proposals, f"stage{k}_cls_logits": logits,
-                              f"stage{k}_box_deltas": deltas, f"stage{k}_pred_boxes": pred_boxes})
         scores = probs_sum * (1.0 / len(stages))
-        if trace is not None and self.cascade:
-            trace["cascade_avg_probs"] = scores
         return select_detections(pred_boxes, scores, image_size, score_thresh, self.nms_thresh, topk)
 
-    def masks(self, levels: list, boxes, classes, trace=None):
+    def masks(self, levels: list, boxes, classes):
         """(D, 28, 28) float32 mask probabilities of each detection's class."""
         dtype = next(self.parameters()).dtype
         logits = self.mask_head(self.mask_pooler(levels, boxes).to(dtype)).float()
-        if trace is not None:
-            trace["mask_logits"] = logits
         if logits.shape[1] > 1:
             logits = logits[torch.arange(len(logits), device=logits.device), classes][:, None]
         return logits[:, 0].sigmoid()

@@ -78,13 +78,11 @@ class RPN(nn.Module):
         self.nms_thresh = rpn.NMS_THRESH
         self.min_size = cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE
 
-    def forward(self, features: dict, image_size, trace: dict | None = None):
+    def forward(self, features: dict, image_size):
         """(R, 4) float32 proposals in resized-image pixels and their (R,) logits, best first."""
         boxes, logits, level_ids = [], [], []
         for level, (name, stride, cell) in enumerate(zip(self.in_features, self.strides, self.cell_anchors)):
             objectness, deltas = self.rpn_head(features[name])
-            if trace is not None:
-                trace[f"rpn_objectness_{name}"], trace[f"rpn_deltas_{name}"] = objectness, deltas
             _, num_anchors, height, width = objectness.shape
             objectness = objectness[0].permute(1, 2, 0).reshape(-1).float()
             top_logits, top = objectness.topk(min(self.pre_nms_topk, len(objectness)))
@@ -94,8 +92,6 @@ class RPN(nn.Module):
             boxes.append(box_ops.apply_deltas(deltas[top], anchors[top], self.weights))
             logits.append(top_logits)
             level_ids.append(torch.full((len(top),), level, dtype=torch.int64, device=deltas.device))
-        if trace is not None:
-            trace["cell_anchors"] = torch.stack(self.cell_anchors)
         boxes, logits, level_ids = torch.cat(boxes), torch.cat(logits), torch.cat(level_ids)
         valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(logits)
         boxes, logits, level_ids = boxes[valid], logits[valid], level_ids[valid]

@@ -119,13 +119,12 @@ def panoptic_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, ist
 
 @dataclass
 class Instances:
-    """Instance masks (N x H x W bool, CPU) with their score, class, source query and class probability."""
+    """Instance masks (N x H x W bool, CPU) with their score, class and source query."""
 
     masks: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
     queries: np.ndarray
-    class_probs: np.ndarray
 
 
 def instance_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, isthing: np.ndarray, top_k: int,
@@ -152,7 +151,7 @@ def instance_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, ist
     height, width = upsampler.image_hw
     masks = np.zeros((len(queries), height, width), dtype=bool)
     if len(queries) == 0:
-        return Instances(masks, np.zeros(0, np.float32), classes.numpy(), queries.numpy(), values.numpy())
+        return Instances(masks, np.zeros(0, np.float32), classes.numpy(), queries.numpy())
     sources, slot = torch.unique(queries, return_inverse=True)
     prob_sums = torch.zeros(len(sources), dtype=torch.float64)
     pixel_counts = torch.zeros(len(sources), dtype=torch.int64)
@@ -165,4 +164,4 @@ def instance_inference(class_logits: torch.Tensor, upsampler: MaskUpsampler, ist
         masks[:, start:stop] = inside.cpu().numpy()[slot.numpy()]
     mask_scores = (prob_sums / (pixel_counts.double() + 1e-6)).float()
     scores = values * mask_scores[slot]
-    return Instances(masks, scores.numpy(), classes.numpy(), queries.numpy(), values.numpy())
+    return Instances(masks, scores.numpy(), classes.numpy(), queries.numpy())

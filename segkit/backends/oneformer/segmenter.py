@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ...device import resolve_dtype
-from ...errors import CheckpointError, ConfigError, OptionError, first_line
+from ...checkpoints import from_pretrained
+from ...errors import CheckpointError, ConfigError, OptionError
 from ...labels import LabelSet, load_labels
 from ...registry import ModelSpec
 from ...result import Result, boxes_from_masks
@@ -55,18 +56,8 @@ def _build_model(folder: Path, model_config):
         patch_transformers_dinat()
     from transformers import OneFormerForUniversalSegmentation
 
-    try:
-        model, info = OneFormerForUniversalSegmentation.from_pretrained(
-            str(folder), config=model_config, output_loading_info=True)
-    except Exception as exc:
-        raise CheckpointError(f"{folder}: the OneFormer weights could not be loaded ({first_line(exc)}); "
-                              "check that the folder holds a complete save_pretrained checkpoint") from None
-    missing = list(info.get("missing_keys", ())) + [str(k[0]) if isinstance(k, tuple) else str(k)
-                                                    for k in info.get("mismatched_keys", ())]
-    if missing:
-        raise CheckpointError(f"{folder}: the weights do not fit config.json ({len(missing)} tensors missing "
-                              f"or mis-shaped, e.g. {missing[0]}); use the config.json saved with these weights")
-    return model
+    return from_pretrained(OneFormerForUniversalSegmentation, folder, what="OneFormer model (with this config.json)",
+                           config=model_config)
 
 
 def _class_labels(spec: ModelSpec, folder: Path, model_config) -> LabelSet:
