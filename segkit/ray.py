@@ -125,7 +125,7 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
     started_here = not ray.is_initialized()
     _connect(address)
     try:
-        dataset = ray.data.from_items([{"index": i, "path": str(p.absolute()), "source": str(p)}
+        dataset = ray.data.from_items([{"index": i, "path": str(p), "absolute": str(p.absolute())}
                                        for i, p in enumerate(inputs)],
                                       override_num_blocks=max(1, -(-total // batch_size)))
         dataset.context.execution_options.preserve_order = True
@@ -133,7 +133,7 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
         dataset.context.enable_progress_bars = show_progress
         dataset = _map(dataset, _Worker, dict(model_name=model_name, load_kwargs=load_kwargs,
                                               options=dict(options or {}), batch_size=batch_size,
-                                              max_pixels=max_pixels, rows=False),
+                                              max_pixels=max_pixels, rows=False, folder=os.getcwd()),
                        batch_size=batch_size, workers=workers, gpus_per_worker=gpus_per_worker,
                        cpus_per_worker=cpus_per_worker)
         expected = 0
@@ -157,8 +157,8 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
             index = int(row["index"])
             if index < expected:
                 continue  # a retried task's second answer: already written
-            if row["fatal"]:
-                raise _fatal(row)
+            if row["fatal"] is not None:
+                raise pickle.loads(row["fatal"])
             for outcome in lost_until(index):
                 yield finished(outcome)
             expected = index + 1
@@ -211,11 +211,16 @@ def _map(dataset, worker, worker_kwargs, *, batch_size, workers, gpus_per_worker
 class _Worker:
     """One Ray actor: loads the model once and segments batches of paths with segkit's runner."""
 
-    def __init__(self, model_name, load_kwargs, options, batch_size, max_pixels, rows):
+    def __init__(self, model_name, load_kwargs, options, batch_size, max_pixels, rows, folder=None):
         import segkit
 
         self.options, self.batch_size, self.max_pixels, self.rows = options, batch_size, max_pixels, rows
         self.where = f"{socket.gethostname()}:{os.getpid()}"
+        # In the driver's working folder where this node has it (one machine, a shared file system),
+        # inputs and messages name the files exactly as the user did; elsewhere, absolute paths.
+        self.in_driver_folder = folder is not None and os.path.isdir(folder)
+        if self.in_driver_folder:
+            os.chdir(folder)
         self.load_error = None
         self._threads(load_kwargs.get("device"))
         try:
@@ -239,7 +244,8 @@ class _Worker:
     def __call__(self, batch):
         from .runner import run
 
-        paths = [str(p) for p in batch["path"]]
+        named = [str(p) for p in batch["path"]]
+        paths = named if self.rows or self.in_driver_folder else [str(p) for p in batch["absolute"]]
         if self.load_error is not None:
             return self._fatal_rows(batch, paths, self.load_error)
         start = time.perf_counter()
@@ -256,17 +262,16 @@ class _Worker:
                 outcome.result.meta.setdefault("timings", {}).update(engine="ray", worker=self.where)
         if self.rows:
             return _rows(paths, outcomes)
-        sources = [str(s) for s in batch["source"]]  # as the user named them (workers get absolute paths)
-        errors = [o.error and o.error.replace(p, s) for o, p, s in zip(outcomes, paths, sources)]
+        errors = [o.error and o.error.replace(p, n) for o, p, n in zip(outcomes, paths, named)]
         return {"index": batch["index"], "fatal": [None] * len(paths), "error": errors,
                 "exception": [_pickled_exception(o.exception) for o in outcomes],
                 "result": [_pack(o.result) if o.ok else None for o in outcomes], "seconds": [seconds] * len(paths)}
 
     def _fatal_rows(self, batch, paths, exc):
-        kind = "request" if isinstance(exc, RequestError) else "load"
+        """Every row of the batch carries the error that stops the job (the driver raises it)."""
         if self.rows:
             raise exc
-        return {"index": batch["index"], "fatal": [f"{kind}:{exc}"] * len(paths), "error": [None] * len(paths),
+        return {"index": batch["index"], "fatal": [pickle.dumps(exc)] * len(paths), "error": [None] * len(paths),
                 "exception": [None] * len(paths), "result": [None] * len(paths), "seconds": [0.0] * len(paths)}
 
 
@@ -301,9 +306,11 @@ def _pack(result) -> bytes:
     """A Result as compressed bytes, bit-exact: masks as packed bits, every other field as is."""
     import dataclasses
 
+    import numpy as np
+
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
     masks = fields.pop("masks")
-    fields["masks_packed"] = (masks.shape, __import__("numpy").packbits(masks, axis=None))
+    fields["masks_packed"] = (masks.shape, np.packbits(masks, axis=None))
     return zlib.compress(pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
 
@@ -329,11 +336,6 @@ def _pickled_exception(exc):
         return pickle.dumps(exc)
     except Exception:
         return None
-
-
-def _fatal(row) -> SegkitError:
-    kind, _, message = row["fatal"].partition(":")
-    return RequestError(message) if kind == "request" else WorkerError(message)
 
 
 def _outcome(source, row, writer, max_pixels, Outcome, describe):
