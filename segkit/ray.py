@@ -29,6 +29,7 @@ one-line error naming the local engine.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import socket
@@ -106,24 +107,32 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
         show_progress: bool = True):
     """Like :func:`segkit.runner.run`, on Ray: one Outcome per input path, in input order.
 
-    ``load_kwargs`` are segkit.load's (weights, config, device, dtype); weights are resolved here
-    once unless already a local path. ``address``: a Ray cluster (``ray://…`` or ``host:port``);
+    ``load_kwargs`` are segkit.load's (weights, config, device, dtype); the weights are resolved
+    here, once (a local path stays as it is). ``address``: a Ray cluster (``ray://…`` or ``host:port``);
     none starts a local one (shut down at the end) unless Ray is already initialised. ``workers``
     actors (default: one per GPU share, else one per node) each hold ``gpus_per_worker`` GPUs and
     ``cpus_per_worker`` CPUs (default: the node's CPUs shared among the workers).
     A RequestError from the workers (an impossible option) and a WorkerError (the model does not
     load) stop the job, as they stop a local run.
     """
+    import segkit
+
     from .runner import Outcome, describe
 
     ray = require_ray()
     inputs = [Path(p) for p in inputs]
     total = len(inputs)
+    segkit.check(model_name, device=load_kwargs.get("device", "auto"), dtype=load_kwargs.get("dtype"),
+                 **dict(options or {}))
     if not inputs:
         return
     load_kwargs = _for_workers(model_name, load_kwargs)
     started_here = not ray.is_initialized()
     _connect(address)
+    data_logger = logging.getLogger("ray.data")
+    saved_level = data_logger.level
+    if not show_progress:
+        data_logger.setLevel(logging.ERROR)  # nor the notice that progress bars are off
     try:
         dataset = ray.data.from_items([{"index": i, "path": str(p), "absolute": str(p.absolute())}
                                        for i, p in enumerate(inputs)],
@@ -166,6 +175,7 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
         for outcome in lost_until(total):
             yield finished(outcome)
     finally:
+        data_logger.setLevel(saved_level)
         if started_here:
             ray.shutdown()
 
@@ -222,7 +232,7 @@ class _Worker:
         if self.in_driver_folder:
             os.chdir(folder)
         self.load_error = None
-        self._threads(load_kwargs.get("device"))
+        self._threads()
         try:
             self.segmenter = segkit.load(model_name, **load_kwargs)
         except SegkitError as exc:
@@ -232,13 +242,13 @@ class _Worker:
                                           "(rerun with --debug for details)")
 
     @staticmethod
-    def _threads(device):
-        """As many torch threads as CPUs Ray gave this actor (the local runner uses the machine's)."""
+    def _threads():
+        """As many torch threads as CPUs Ray gave this actor (a local run uses the machine's)."""
         import ray
         import torch
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-        if cpus and str(device or "auto") == "cpu" or cpus and not torch.cuda.is_available():
+        if cpus:
             torch.set_num_threads(max(1, int(cpus)))
 
     def __call__(self, batch):
@@ -340,7 +350,7 @@ def _pickled_exception(exc):
 
 def _outcome(source, row, writer, max_pixels, Outcome, describe):
     """The Outcome of one row: the worker's error, or its Result written by the driver's writer."""
-    from .errors import DiskFullError
+    from .errors import DiskFullError, ImageReadError
     from .imageio import read_image
 
     if row["error"] is not None:
@@ -349,7 +359,12 @@ def _outcome(source, row, writer, max_pixels, Outcome, describe):
     start = time.perf_counter()
     result = _unpack(row["result"])
     try:
-        files = writer.write(source, read_image(source, max_pixels=max_pixels), result) if writer else []
+        files = []
+        if writer is not None:
+            rgb = read_image(source, max_pixels=max_pixels)  # for the overlay: pixels never travel back
+            if rgb.shape[:2] != result.image_size:
+                raise ImageReadError(f"{source}: the file changed while it was segmented; run it again")
+            files = writer.write(source, rgb, result)
     except (DiskFullError, KeyboardInterrupt):
         raise
     except Exception as exc:

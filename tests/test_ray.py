@@ -174,3 +174,13 @@ def test_ray_missing_is_one_line_exit_2(tmp_path, monkeypatch, tiny_clipseg):
                                        "--engine", "ray", "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert error_lines(result) == ['error: --engine ray needs Ray; install it with: pip install "segkit[ray]"']
+
+
+def test_a_model_that_does_not_load_fails_as_locally(tmp_path, died_marker):
+    bogus = tmp_path / "bogus.pth"
+    bogus.write_bytes(b"not a checkpoint")
+    folder = images(tmp_path / "in", 1, bad=False)
+    local, _, remote, _ = run_both(tmp_path, ["cutler", str(folder), "--weights", str(bogus)])
+    assert local.exit_code == remote.exit_code == 1
+    assert error_lines(local) == error_lines(remote) and len(error_lines(local)) == 1
+    assert str(bogus) in error_lines(remote)[0] and "Traceback" not in remote.output
