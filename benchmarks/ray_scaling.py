@@ -80,14 +80,30 @@ def run_ray(weights, paths, out, threads):
     times = []
     outcomes = segkit.ray.run("cutler", {"weights": weights_path, "device": "cpu"}, paths, {}, writer,
                               workers=1, show_progress=False)
+    results = []
     for outcome in outcomes:
         assert outcome.ok, outcome.error
         times.append(time.perf_counter() - start)
+        results.append(outcome.result)
     writer.close()
     ray.shutdown()
     per_image = steady(times)
     return {"cluster": cluster, "actor": times[0] - per_image, "startup": cluster + times[0] - per_image,
-            "first": times[0], "steady": per_image, "total": cluster + times[-1]}
+            "first": times[0], "steady": per_image, "total": cluster + times[-1],
+            "driver": driver_cost(paths, results, out.with_name("driver"), source)}
+
+
+def driver_cost(paths, results, out, source) -> float:
+    """The driver's own seconds per image (re-read, draw, write), timed alone after the run."""
+    from segkit.imageio import read_image
+    from segkit.writer import OutputWriter
+
+    writer = OutputWriter(out, inputs=paths, model_info={"weights": source})
+    start = time.perf_counter()
+    for path, result in zip(paths, results):
+        writer.write(path, read_image(path), result)
+    writer.close()
+    return (time.perf_counter() - start) / len(paths)
 
 
 def main() -> None:
@@ -113,7 +129,8 @@ def main() -> None:
         remote = run_ray(weights, paths, folder / "ray", args.threads)
         print(f"ray:   start-up {remote['startup']:.1f} s (cluster {remote['cluster']:.1f} s, actor + model load "
               f"{remote['actor']:.1f} s); first image after {remote['first']:.1f} s; "
-              f"steady {remote['steady']:.2f} s/img; total {remote['total']:.1f} s")
+              f"steady {remote['steady']:.2f} s/img; total {remote['total']:.1f} s; "
+              f"the driver's own work {remote['driver'] * 1000:.0f} ms/img")
         print(f"ray / local steady time per image: {remote['steady'] / local['steady']:.3f}x")
 
 

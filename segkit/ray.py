@@ -15,8 +15,8 @@ Guarantees of :func:`run`:
   the one driver, in input order, and a result that arrives twice (a retried task) is dropped.
 - A worker lost mid-job (a crash, a killed process, a lost node) is restarted by Ray and its
   in-flight images are computed again: Ray Data's actor pools restart actors and retry their
-  tasks without limit (``max_restarts=-1``, ``max_task_retries=-1``; Ray 2.60 deprecates changing
-  them), so an image that kills every worker it meets stalls the job rather than failing alone.
+  tasks without limit (``max_restarts=-1``, ``max_task_retries=-1``; Ray 2.60 deprecates the
+  ``ray_remote_args`` that would change them), so an image that kills every worker it meets stalls the job rather than failing alone.
   A task Ray gives up on for another reason becomes failed Outcomes ("lost") and the job goes on.
 - What is written stays written: results are written by the driver as they arrive, so a driver
   interrupted or lost leaves only whole images (as locally); the job is not resumable by Ray.
@@ -47,7 +47,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
 class RayUnavailableError(RequestError):
-    """Ray is not installed (or too old) where the driver runs."""
+    """Ray is not installed where the driver runs."""
 
 
 class WorkerError(SegkitError):
@@ -81,13 +81,14 @@ def segment(dataset_or_paths, model: str, *, weights=None, config=None, device="
     (Result.to_coco(): COCO RLE masks, boxes, ids), ``scores``, ``labels``, ``timings`` and
     ``error`` (None, or the one-line reason the image failed, as a local run words it).
 
-    ``dataset_or_paths``: a Ray Dataset with a ``path`` column, or paths. Connects to Ray (or starts
+    ``dataset_or_paths``: a Ray Dataset with a ``path`` column, or paths (rows then name them by
+    their absolute paths). Connects to Ray (or starts
     a local one) if it is not initialised yet. Options are checked here, before anything runs.
     """
     import segkit
 
-    ray = _connect(None)
     segkit.check(model, device=device, dtype=dtype, **options)
+    ray = _connect(None)
     if isinstance(dataset_or_paths, (str, Path)):
         dataset_or_paths = [dataset_or_paths]
     if isinstance(dataset_or_paths, ray.data.Dataset):
@@ -194,9 +195,7 @@ def _connect(address):
     """The ray module, connected: to ``address``, to the Ray already initialised, or a local one."""
     ray = require_ray()
     if not ray.is_initialized():
-        env = {key: os.environ[key] for key in FORWARDED_ENV if key in os.environ}
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
-                 runtime_env={"env_vars": env} if env else None)
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
     return ray
 
 
@@ -211,7 +210,7 @@ def _map(dataset, worker, worker_kwargs, *, batch_size, workers, gpus_per_worker
     if cpus_per_worker is None:
         node_cpus = max(n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"])
         cpus_per_worker = max(1, min(node_cpus, ray.cluster_resources().get("CPU", 1) // workers))
-    env = {key: os.environ[key] for key in FORWARDED_ENV if key in os.environ}
+    env = {key: os.environ[key] for key in FORWARDED_ENV if key in os.environ}  # offline mode, caches
     return dataset.map_batches(
         worker, fn_constructor_kwargs=worker_kwargs, batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus_per_worker or None,
