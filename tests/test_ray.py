@@ -147,6 +147,7 @@ def test_a_worker_killed_mid_job_leaves_every_image_written_once(tmp_path, died_
 
 def test_segment_returns_one_row_per_image(tmp_path, died_marker, tiny_clipseg):
     folder = images(tmp_path / "in", 2)
+    (folder / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
     paths = sorted(folder.iterdir())
     dataset = segkit.ray.segment(paths, model="clipseg", weights=tiny_clipseg, device="cpu", prompts=["cat", "sky"],
                                  threshold=0.3)
@@ -154,6 +155,10 @@ def test_segment_returns_one_row_per_image(tmp_path, died_marker, tiny_clipseg):
     assert [row["path"] for row in rows] == [str(p.absolute()) for p in paths]
     segmenter = segkit.load("clipseg", weights=tiny_clipseg, device="cpu")
     for path, row in zip(paths, rows):
+        if path.suffix == ".mp4":  # the video engine is not wired into Ray yet: a clear error, not a crash
+            assert row["error"] == f"{path.absolute()}: videos are not supported with --engine ray yet; run them " \
+                                   "with --engine local"
+            continue
         if path.name == "broken.png":
             with pytest.raises(Exception) as caught:
                 segmenter.predict(path, prompts=["cat", "sky"], threshold=0.3)
