@@ -7,15 +7,18 @@ CPUs and one worker holding all of them (so both use the same cores), the driver
 
 Start-up is reported on its own (local: loading the model; Ray: starting the cluster, then the
 actor and its model load up to the first image's result), and steady state is the time per image
-after the first result: (last result - first result) / (images - 1).
+after the first result: the median gap between consecutive results (and the mean, (last - first)
+/ (images - 1)). The engines take turns for ``--rounds`` rounds, so load from other processes on
+a shared machine falls on both alike; each figure is the median over the rounds.
 
-    python benchmarks/ray_scaling.py [--images 32] [--threads 2]
+    python benchmarks/ray_scaling.py [--images 32] [--threads 2] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -38,9 +41,10 @@ def write_photos(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def steady(times: list[float]) -> float:
-    """Seconds per image after the first result."""
-    return (times[-1] - times[0]) / (len(times) - 1)
+def steady(times: list[float]) -> dict:
+    """Seconds per image after the first result: the median gap and the mean."""
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    return {"steady": statistics.median(gaps), "mean": (times[-1] - times[0]) / len(gaps)}
 
 
 def run_local(weights, paths, out, threads):
@@ -61,7 +65,7 @@ def run_local(weights, paths, out, threads):
         assert outcome.ok, outcome.error
         times.append(time.perf_counter() - start)
     writer.close()
-    return {"startup": loaded, "first": times[0], "steady": steady(times), "total": loaded + times[-1]}
+    return {"startup": loaded, "first": times[0], **steady(times), "total": loaded + times[-1]}
 
 
 def run_ray(weights, paths, out, threads):
@@ -88,8 +92,9 @@ def run_ray(weights, paths, out, threads):
     writer.close()
     ray.shutdown()
     per_image = steady(times)
-    return {"cluster": cluster, "actor": times[0] - per_image, "startup": cluster + times[0] - per_image,
-            "first": times[0], "steady": per_image, "total": cluster + times[-1],
+    actor = times[0] - per_image["steady"]
+    return {"cluster": cluster, "actor": actor, "startup": cluster + actor, "first": times[0], **per_image,
+            "total": cluster + times[-1],
             "driver": driver_cost(paths, results, out.with_name("driver"), source)}
 
 
@@ -110,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="cores for each engine (default 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of each engine (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -123,15 +129,21 @@ def main() -> None:
         random_weights(weights, args.seed)
         (folder / "in").mkdir()
         paths = write_photos(folder / "in", args.images)
-        local = run_local(weights, paths, folder / "local", args.threads)
+        locals_, remotes = [], []
+        for k in range(args.rounds):
+            locals_.append(run_local(weights, paths, folder / f"local{k}", args.threads))
+            remotes.append(run_ray(weights, paths, folder / f"ray{k}", args.threads))
+            print(f"round {k + 1}: local steady {locals_[-1]['steady']:.2f} s/img, ray {remotes[-1]['steady']:.2f} s/img")
+        local = {key: statistics.median(r[key] for r in locals_) for key in locals_[0]}
+        remote = {key: statistics.median(r[key] for r in remotes) for key in remotes[0]}
         print(f"local: start-up (model load) {local['startup']:.1f} s; first image after {local['first']:.1f} s; "
-              f"steady {local['steady']:.2f} s/img; total {local['total']:.1f} s")
-        remote = run_ray(weights, paths, folder / "ray", args.threads)
+              f"steady {local['steady']:.2f} s/img (mean {local['mean']:.2f}); total {local['total']:.1f} s")
         print(f"ray:   start-up {remote['startup']:.1f} s (cluster {remote['cluster']:.1f} s, actor + model load "
               f"{remote['actor']:.1f} s); first image after {remote['first']:.1f} s; "
-              f"steady {remote['steady']:.2f} s/img; total {remote['total']:.1f} s; "
+              f"steady {remote['steady']:.2f} s/img (mean {remote['mean']:.2f}); total {remote['total']:.1f} s; "
               f"the driver's own work {remote['driver'] * 1000:.0f} ms/img")
-        print(f"ray / local steady time per image: {remote['steady'] / local['steady']:.3f}x")
+        print(f"ray / local steady time per image: {remote['steady'] / local['steady']:.3f}x "
+              f"(means: {remote['mean'] / local['mean']:.3f}x)")
 
 
 if __name__ == "__main__":
