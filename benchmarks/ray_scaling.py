@@ -95,7 +95,7 @@ def run_ray(weights, paths, out, threads):
     actor = times[0] - per_image["steady"]
     return {"cluster": cluster, "actor": actor, "startup": cluster + actor, "first": times[0], **per_image,
             "total": cluster + times[-1],
-            "driver": driver_cost(paths, results, out.with_name("driver"), source)}
+            "driver": driver_cost(paths, results, out.with_name(out.name + "-driver"), source)}
 
 
 def driver_cost(paths, results, out, source) -> float:
