@@ -21,6 +21,7 @@ COMMANDS = {  # name -> module:attribute, in the order --help lists them
     "panoptic": "segkit.commands.oneformer:panoptic",
     "cutler": "segkit.commands.cutler:command",
     "clipseg": "segkit.commands.clipseg:command",
+    "demo": "segkit.commands.demo:command",
     "models": "segkit.commands.models:group",
     "info": "segkit.commands.info:command",
 }

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,20 +180,31 @@ class OutputFolder:
     A run holds a lock on its own claims file (``.segkit-run-<pid>-<n>``) for as long as it runs and
     lists there every name it claims. Before claiming, it reads the claims of every other live run
     (a claims file whose lock can be taken belongs to a finished or crashed run and is removed), all
-    under the folder's lock ``.segkit.lock``. So a live run's names are never taken, while a rerun
-    after a finished run replaces that run's files.
+    under the folder's lock ``.segkit.lock``, and keeps them taken for its whole life (that run may
+    finish first); a file another run wrote after this run started counts as taken too (claimed
+    between two looks). So runs that overlap never replace each other's files, while a rerun after
+    a finished run replaces that run's files.
     """
 
     def __init__(self, folder, protected=()):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._protected = {name_key(os.path.realpath(p)) for p in protected}
-        self._mine: set[str] = set()
-        fd, claims = tempfile.mkstemp(dir=self.folder, prefix=f".segkit-run-{os.getpid()}-")
-        os.close(fd)
-        self._claims_path = Path(claims)
-        self._claims = _FileLock(self._claims_path)
-        self._claims.acquire()
+        self._mine: set[str] = set()  # names this run claimed
+        self._seen: set[str] = set()  # names other live runs claimed while this one ran
+        self._started_ns = time.time_ns()
+        self._claims_path = None
+        folder_lock = self._folder_lock()
+        try:  # made and locked under the folder's lock, so no other run can take it for a dead one's
+            self._seen = {name_key(n) for n in self._others()}
+            fd, claims = tempfile.mkstemp(dir=self.folder, prefix=f".segkit-run-{os.getpid()}-")
+            os.close(fd)
+            self._claims_path = Path(claims)
+            self._claims = _FileLock(self._claims_path)
+            self._claims.acquire()
+        finally:
+            folder_lock.release()
+            folder_lock.close()
 
     def close(self) -> None:
         """End the run: its claims go, its files stay (and the folder's lock file, when no other run
@@ -261,22 +273,32 @@ class OutputFolder:
         """
         folder_lock = self._folder_lock()
         try:
-            taken = self._mine | {name_key(n) for n in self._others()}
+            self._seen |= {name_key(n) for n in self._others()}
+            taken = self._mine | self._seen
             k = 0
             while True:
                 names = make_names(k)
                 keys = [name_key(n) for n in names]
                 if len(set(keys)) == len(keys) and not any(
-                        key in taken or self._is_input(name) for key, name in zip(keys, names)):
+                        key in taken or self._is_input(name) or self._written_by_another_run(name, key)
+                        for key, name in zip(keys, names)):
                     break
                 k += 1
             self._mine.update(keys)
-            with open(self._claims_path, "a", encoding="utf-8") as out:
-                out.write("\n".join(keys) + "\n")
+            self._claims.file.write(("\n".join(keys) + "\n").encode("utf-8"))
+            self._claims.file.flush()
             return k, names
         finally:
             folder_lock.release()
             folder_lock.close()
+
+    def _written_by_another_run(self, name: str, key: str) -> bool:
+        if key in self._mine:
+            return False
+        try:
+            return os.stat(self.folder / name).st_mtime_ns >= self._started_ns
+        except OSError:
+            return False
 
     def _is_input(self, name: str) -> bool:
         return name_key(os.path.realpath(self.folder / name)) in self._protected

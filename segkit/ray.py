@@ -51,7 +51,8 @@ class RayUnavailableError(RequestError):
 
 
 class WorkerError(SegkitError):
-    """The workers could not load the model; the message is the one a local load would give."""
+    """What went wrong on the workers, in the words a local run would use: the model did not load,
+    an image's exception could not travel back, or Ray gave up on a task."""
 
 
 def require_ray():
@@ -154,7 +155,8 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
             while expected < index:
                 source = inputs[expected]
                 expected += 1
-                yield Outcome(source, error=f"{source}: lost: its Ray task failed (see the Ray logs)")
+                lost = WorkerError(f"{source}: lost: its Ray task failed (see the Ray logs)")
+                yield Outcome(source, error=str(lost), exception=lost)
 
         def finished(outcome):
             nonlocal done
@@ -336,7 +338,8 @@ def _unpack(data: bytes):
 
 
 def _pickled_exception(exc):
-    """The exception with its remote traceback as a note (for --debug), or None if it won't pickle."""
+    """The exception with its remote traceback as a note (for --debug), or None if it won't pickle
+    (the driver then raises the error's text as a WorkerError)."""
     if exc is None:
         return None
     text = "".join(traceback.format_exception(exc))
@@ -353,7 +356,7 @@ def _outcome(source, row, writer, max_pixels, Outcome, describe):
     from .imageio import read_image
 
     if row["error"] is not None:
-        exception = pickle.loads(row["exception"]) if row["exception"] is not None else None
+        exception = pickle.loads(row["exception"]) if row["exception"] is not None else WorkerError(row["error"])
         return Outcome(source, error=row["error"], exception=exception)
     start = time.perf_counter()
     result = _unpack(row["result"])

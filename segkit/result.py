@@ -42,6 +42,9 @@ class Result:
 
     Select segments like supervision's ``Detections``: ``result[0]``, ``result[1:3]``,
     ``result[result.scores > 0.5]`` give a Result with only those segments.
+
+    Every mask lies inside its box (``boxes`` are xyxy pixels, right/bottom exclusive), which
+    lets large-photo work read only the box.
     """
 
     kind: str
@@ -137,14 +140,15 @@ class Result:
         """Segments as COCO result records with compressed-RLE masks (pycocotools format).
 
         ``category_id`` is the dataset's category id, so the records can be scored by pycocotools
-        against real annotations; ``image_id`` is added to every record when given.
+        against real annotations; ``image_id`` is added to every record when given. Each mask is
+        read only inside its box (``boxes`` hold their masks), so this costs little on large photos.
         """
-        from pycocotools import mask as mask_utils
+        from . import rle
 
+        height, width = self.image_size
         records = []
         for i in range(len(self)):
-            mask = np.asfortranarray(self.masks[i].astype(np.uint8))
-            rle = mask_utils.encode(mask)
+            rows, cols = rle.box_slices(self.boxes[i], height, width)
             x1, y1, x2, y2 = (float(v) for v in self.boxes[i])
             record = {} if image_id is None else {"image_id": image_id}
             record.update({
@@ -153,8 +157,9 @@ class Result:
                 "category_id": int(self.category_ids[i]),
                 "score": float(self.scores[i]),
                 "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": int(self.masks[i].sum()),
-                "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")},
+                "area": int(np.count_nonzero(self.masks[i][rows, cols])),
+                "segmentation": {"size": [int(height), int(width)],
+                                 "counts": rle.compress(rle.run_lengths(self.masks[i], rows, cols))},
             })
             if self.is_thing is not None:
                 record["isthing"] = bool(self.is_thing[i])

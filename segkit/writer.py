@@ -44,6 +44,7 @@ class OutputWriter:
         self._panoptic: list[dict] = []
         self._categories: dict[int, dict] = {}
         self._panoptic_json = None
+        self.images_written = 0
         if "panoptic" in self.save:
             _, (self._panoptic_json,) = self.out.claim(lambda k: ["panoptic.json" if k == 0 else f"panoptic-{k}.json"])
 
@@ -115,6 +116,7 @@ class OutputWriter:
             files[roles["json"]] = lambda p: write_json(p, record)
         written = self.out.write_all(files, abort=abort)
         self._remember(source, image, result, roles, segments, segments_info)
+        self.images_written += 1
         return written
 
     def record(self, source, image, result, segments, heat_files=None, mask_files=None) -> dict:
@@ -174,10 +176,6 @@ class OutputWriter:
             finally:
                 coco_folder.close()
         return written
-
-    @property
-    def images_written(self) -> int:
-        return len(self._images)
 
     def close(self) -> None:
         self.out.close()

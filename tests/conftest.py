@@ -156,3 +156,32 @@ def run_recording_intermediates(model, rgb, **options):
 def run_recording():
     """``run_recording(model, rgb, **options)`` -> (detections, intermediates) for a CutLER model."""
     return run_recording_intermediates
+
+
+# ---------------------------------------------------------------- one tiny model per backend
+# The contract test and the engine tests (CLI, runner) run every backend in the registry through
+# these; a backend added without one here fails test_backends_contract.py.
+
+def tiny_model_args(backend: str, folder: Path) -> dict:
+    """``segkit.load`` keyword arguments (weights=, config=) for a tiny model of ``backend``."""
+    if backend == "clipseg":
+        from tiny_models import make_tiny_clipseg
+
+        return {"weights": make_tiny_clipseg(folder / "clipseg")}
+    if backend == "cutler":
+        return {"weights": FIXTURES / "cutler" / "cascade_tiny.pth", "config": FIXTURES / "cutler" / "cascade_tiny.yaml"}
+    if backend == "oneformer":
+        from segkit.labels import load_labels
+        from tiny_models import tiny_oneformer
+
+        tiny_oneformer(load_labels("coco_panoptic").names, seed=1).save_pretrained(folder / "oneformer")
+        return {"weights": folder / "oneformer"}
+    raise KeyError(f"no tiny model for backend {backend!r}: add one to tests/conftest.py tiny_model_args")
+
+
+# Predict options that make each tiny random model produce segments.
+TINY_OPTIONS = {
+    "clipseg": {"prompts": ["cat", "grass"], "threshold": 0.5},
+    "cutler": {"threshold": 0.0, "max_detections": 5},
+    "oneformer": {"task": "panoptic", "threshold": 0.0},
+}

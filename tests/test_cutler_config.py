@@ -151,3 +151,26 @@ def test_missing_files_and_bad_yaml(tmp_path):
         load_config(_write(tmp_path, "y.yaml", "MODEL: [unclosed\n"))
     with pytest.raises(ConfigError, match="cycle"):
         load_config(_write(tmp_path, "loop.yaml", "_BASE_: loop.yaml\n"))
+
+
+def test_a_file_that_is_no_config_is_never_quoted(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("root:$6$saltsalt$hashhashhash:19000:0:99999:7:::\n")
+    config = tmp_path / "evil.yaml"
+    config.write_text(f"_BASE_: {secret}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert "not a detectron2 config" in str(err.value)
+    assert "saltsalt" not in str(err.value) and "99999" not in str(err.value)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[a, b, c]", r"MODEL\.PIXEL_MEAN is \['a', 'b', 'c'\] but must be a list of numbers"),
+    ("fast", r"MODEL\.PIXEL_MEAN is 'fast' but must be a list of numbers"),
+    ("[[1, 2, 3]]", r"MODEL\.PIXEL_MEAN is \[\[1, 2, 3\]\] but must be a list of numbers"),
+])
+def test_values_are_type_checked_when_the_config_loads(tmp_path, cutler_dir, value, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(f'_BASE_: "{cutler_dir / "cascade_tiny.yaml"}"\nMODEL:\n  PIXEL_MEAN: {value}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)

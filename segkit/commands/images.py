@@ -235,7 +235,6 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
     failures = list(inputs.missing)
     for message in inputs.missing:
         click.echo(f"error: {message}", err=True)
-    done = 0
     total = len(inputs.paths) + len(inputs.missing)
     stopped = None
     if inputs.paths:
@@ -263,10 +262,9 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
                 outcomes = run(segmenter, inputs.paths, options, writer, batch_size=batch_size,
                                max_pixels=max_pixels)
             for outcome in outcomes:
-                done += 1
                 bar.update(1)
                 if not outcome.ok:
-                    message = describe(outcome.source, outcome.exception, for_cli=True) if outcome.exception else outcome.error
+                    message = describe(outcome.source, outcome.exception, for_cli=True)
                     failures.append(message)
                     tqdm.write(f"error: {message}", file=sys.stderr)
                     if debug and outcome.exception is not None:
@@ -289,7 +287,8 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         if stopped in (130, 143):
             word = "interrupted" if stopped == 130 else "terminated"
             note = f"; {writer.images_written} in {coco}" if coco else ""
-            click.echo(f"error: {word} after {done} of {_plural(len(inputs.paths), 'image')}{note}", err=True)
+            finished = writer.images_written + len(failures) - len(inputs.missing)  # written, or failed
+            click.echo(f"error: {word} after {finished} of {_plural(len(inputs.paths), 'image')}{note}", err=True)
             sys.exit(stopped)
         if batch_files and not quiet:
             click.echo("wrote " + ", ".join(str(p) for p in batch_files))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -154,6 +155,9 @@ def builtin_path(name: str) -> Path:
     return Path(str(resources.files("segkit").joinpath("configs", f"cutler_{name}.yaml")))
 
 
+CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*")  # how detectron2 config keys look
+
+
 def load_config(source) -> CfgNode:
     """A resolved config from a YAML path or a built-in name (see ``BUILTIN``)."""
     path = Path(source).expanduser()
@@ -213,6 +217,9 @@ def _apply(user: dict, path: Path) -> dict:
             if _ignored(full):
                 continue
             if defaults is None or key not in defaults:
+                if not CONFIG_KEY.fullmatch(str(key)):  # never quote a file that is no config at all
+                    raise ConfigError(f"{path}: not a detectron2 config (it has keys that are no config "
+                                      "sections); pass a YAML config of the CutLER family")
                 raise ConfigError(f"{path}: unknown config key {full}; check its spelling "
                                   "(segkit reads detectron2's keys for the CutLER family)")
             default = defaults[key]
@@ -250,10 +257,31 @@ def _coerce(value, default, key: str, path: Path):
         str: isinstance(value, str),
         list: isinstance(value, list),
     }[type(default)]
+    if ok and isinstance(default, list):
+        ok = _numbers_where_numbers(value, default)
     if not ok:
-        raise ConfigError(f"{path}: {key} is {value!r} but must be of type {type(default).__name__} "
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"{path}: {key} is {shown} but must be {_kind(default)} "
                           f"(default {default!r}); fix the value")
     return float(value) if isinstance(default, float) else value
+
+
+def _numbers_where_numbers(value: list, default: list) -> bool:
+    """A list whose default holds numbers (or lists of numbers) must hold numbers too."""
+    sample = default[0] if default else None
+    if isinstance(sample, (int, float)) and not isinstance(sample, bool):
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if isinstance(sample, list):
+        return all(isinstance(v, list) and _numbers_where_numbers(v, sample) for v in value)
+    return True
+
+
+def _kind(default) -> str:
+    if isinstance(default, list) and default and isinstance(default[0], (int, float)):
+        return "a list of numbers"
+    if isinstance(default, list) and default and isinstance(default[0], list):
+        return "a list of lists of numbers"
+    return f"of type {type(default).__name__}"
 
 
 def _check_supported(cfg: CfgNode, path: Path) -> None:

@@ -1,0 +1,142 @@
+"""What writing the results costs on 12 MP photos: the model alone against the whole CLI run, per image.
+
+A batch of four 4000x3000 photos (the example photos, upscaled) through each backend with real-size
+architectures and random weights (speed does not depend on the values): CLIPSeg rd64-refined with 3
+prompts (and 8, for the record), CutLER cascade R50-FPN forced to 100 instances, OneFormer COCO DiNAT-L
+panoptic. For each: seconds per image of the API's ``predict`` (the model's own time), seconds per image
+of the CLI's run with its default outputs (start-up and model loading excluded: the runner's own time
+from the first image to the last file), the overhead between them, and the peak memory of each.
+
+    python benchmarks/output_speed.py [--threads 2] [--photos 4] [--only clipseg,cutler,oneformer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from peak_memory import PeakMemory  # benchmarks/ is on sys.path when run as a script
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tokenizer and model builders the tests use
+SIZE = (4000, 3000)
+
+
+def twelve_mp_photos(folder: Path, count: int) -> list[Path]:
+    """The example photos upscaled to 4000x3000 JPEGs (quality 92, like a phone's)."""
+    from PIL import Image
+
+    sources = sorted((REPO / "examples").glob("*.jpg"))
+    paths = []
+    for k in range(count):
+        with Image.open(sources[k % len(sources)]) as image:
+            path = folder / f"photo{k}.jpg"
+            image.convert("RGB").resize(SIZE, Image.BICUBIC).save(path, quality=92)
+            paths.append(path)
+    return paths
+
+
+def clipseg_weights(folder: Path) -> dict:
+    from clipseg_prompts import rd64_refined_config
+    from tiny_models import save_clipseg, write_clip_vocab
+
+    words = ("a", "cat", "grass", "sky", "the", "cup", "of", "coffee", "person", "rocket", "table", "smoke")
+    config = rd64_refined_config()
+    config.text_config.vocab_size = write_clip_vocab(folder, words)
+    save_clipseg(folder, config, image_size=352)
+    return {"weights": folder}
+
+
+def cutler_weights(folder: Path) -> dict:
+    from cutler_speed import random_weights
+
+    path = folder / "cascade.pth"
+    random_weights(path, seed=0)
+    return {"weights": path}
+
+
+def oneformer_weights(folder: Path) -> dict:
+    from oneformer_backbones import dinat_l, oneformer
+
+    from segkit.backends.oneformer.dinat import patch_transformers_dinat
+    from segkit.labels import load_labels
+
+    patch_transformers_dinat()
+    model = oneformer(dinat_l())
+    names = load_labels("coco_panoptic").names
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+    model.save_pretrained(folder)
+    return {"weights": folder}
+
+
+CASES = {  # name: (backend, weights builder, predict options)
+    "clipseg-3": ("clipseg-rd64-refined", clipseg_weights, {"prompts": ["a cat", "grass", "the sky"]}),
+    "clipseg-8": ("clipseg-rd64-refined", clipseg_weights,
+                  {"prompts": ["a cat", "grass", "the sky", "a rocket", "a cup of coffee", "a person", "a table",
+                               "smoke"]}),
+    "cutler": ("cutler-cascade", cutler_weights, {"threshold": 0.0, "max_detections": 100}),
+    "oneformer": ("oneformer-coco-dinat-l", oneformer_weights, {"task": "panoptic"}),
+}
+
+
+BUILT: dict[str, dict] = {}  # model -> segkit.load keyword arguments of its random weights
+
+
+def measure(name: str, paths: list[Path], work: Path) -> dict:
+    import segkit
+    from segkit.runner import run
+    from segkit.writer import OutputWriter
+
+    model, build, options = CASES[name]
+    if model not in BUILT:
+        folder = work / f"weights-{model}"
+        folder.mkdir()
+        BUILT[model] = build(folder)
+    seg = segkit.load(model, device="cpu", **BUILT[model])
+    seg.predict(paths[0], **options)  # warm-up
+    with PeakMemory() as model_memory:
+        start = time.perf_counter()
+        counts = [len(seg.predict(path, **options)) for path in paths]
+        model_s = (time.perf_counter() - start) / len(paths)
+    out = work / f"out-{name}"
+    writer = OutputWriter(out, inputs=paths)
+    with PeakMemory() as run_memory:
+        start = time.perf_counter()
+        outcomes = list(run(seg, paths, options, writer))
+        writer.finish()
+        run_s = (time.perf_counter() - start) / len(paths)
+    writer.close()
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    return {"model_s": model_s, "run_s": run_s, "segments": counts, "model_mib": model_memory.mib,
+            "run_mib": run_memory.mib, "files": sum(len(o.files) for o in outcomes)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--photos", type=int, default=4)
+    parser.add_argument("--only", default=",".join(CASES))
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        paths = twelve_mp_photos(work, args.photos)
+        print(f"{args.photos} photos of {SIZE[0]}x{SIZE[1]}, {args.threads} threads, default outputs")
+        print(f"{'case':<11} {'model s/img':>11} {'CLI run s/img':>13} {'overhead':>9} {'segments':>9} "
+              f"{'peak MiB model':>15} {'peak MiB run':>13}")
+        for name in args.only.split(","):
+            r = measure(name, paths, work)
+            print(f"{name:<11} {r['model_s']:>11.2f} {r['run_s']:>13.2f} {r['run_s'] - r['model_s']:>+9.2f} "
+                  f"{round(np.mean(r['segments'])):>9} {r['model_mib']:>15.0f} {r['run_mib']:>13.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
