@@ -8,8 +8,9 @@ CPUs and one worker holding all of them (so both use the same cores), the driver
 Start-up is reported on its own (local: loading the model; Ray: starting the cluster, then the
 actor and its model load up to the first image's result), and steady state is the time per image
 after the first result: the median gap between consecutive results (and the mean, (last - first)
-/ (images - 1)). The engines take turns for ``--rounds`` rounds, so load from other processes on
-a shared machine falls on both alike; each figure is the median over the rounds.
+/ (images - 1)). The engines take turns for ``--rounds`` rounds and each figure is the best round's
+(other processes on a shared machine only ever slow a round down, so the fastest is the least
+disturbed); every round's steady state is printed too.
 
     python benchmarks/ray_scaling.py [--images 32] [--threads 2] [--rounds 2]
 """
@@ -134,8 +135,8 @@ def main() -> None:
             locals_.append(run_local(weights, paths, folder / f"local{k}", args.threads))
             remotes.append(run_ray(weights, paths, folder / f"ray{k}", args.threads))
             print(f"round {k + 1}: local steady {locals_[-1]['steady']:.2f} s/img, ray {remotes[-1]['steady']:.2f} s/img")
-        local = {key: statistics.median(r[key] for r in locals_) for key in locals_[0]}
-        remote = {key: statistics.median(r[key] for r in remotes) for key in remotes[0]}
+        local = {key: min(r[key] for r in locals_) for key in locals_[0]}
+        remote = {key: min(r[key] for r in remotes) for key in remotes[0]}
         print(f"local: start-up (model load) {local['startup']:.1f} s; first image after {local['first']:.1f} s; "
               f"steady {local['steady']:.2f} s/img (mean {local['mean']:.2f}); total {local['total']:.1f} s")
         print(f"ray:   start-up {remote['startup']:.1f} s (cluster {remote['cluster']:.1f} s, actor + model load "
