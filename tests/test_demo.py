@@ -45,7 +45,7 @@ def _need(module):
     try:
         return importlib.import_module(module)
     except ImportError:
-        _missing(f'{module} is not installed: pip install -e ".[demo-test]"')
+        _missing(f'{module} is not installed: pip install -e ".[test]"')
 
 
 @pytest.fixture(scope="module")

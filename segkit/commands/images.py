@@ -148,6 +148,13 @@ def common_options(config_help: str | None):
         click.option("--max-pixels", type=click.IntRange(min=1), help="Refuse images with more pixels than this "
                      "(default: Pillow's decompression-bomb limit)."),
         click.option("--offline", is_flag=True, help="Never touch the network; use cached weights only."),
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="ray: run on a Ray cluster (a local one without --ray-address), same outputs."),
+        click.option("--ray-address", help="Address of the Ray cluster for --engine ray (e.g. ray://head:10001)."),
+        click.option("--workers", type=click.IntRange(min=1),
+                     help="Ray actors, one model each (default: one per GPU share, else one per node)."),
+        click.option("--gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(min=0),
+                     help="GPUs Ray assigns to each worker (fractions share a GPU)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary line."),
         click.option("--debug", is_flag=True, help="Show each failure's traceback."),
     ]
@@ -234,7 +241,7 @@ class FrameBars:
 
 def run_images(backend: str, model_name: str, options: dict, *, images, weights, config, device, dtype, output,
                save, coco, alpha, overlay_format, recursive, stride, start, end, batch_size, max_pixels, offline,
-               quiet, debug):
+               engine, ray_address, workers, gpus_per_worker, quiet, debug):
     """Check everything, load the model once, run every input, report; exits with the batch's code."""
     if offline:
         from ..weights import set_offline
@@ -274,24 +281,37 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         click.echo(f"error: {message}", err=True)
     stopped = None
     if inputs.paths:
-        segmenter = _load(model_name, debug, weights=weights, config=config, device=device, dtype=dtype)
+        load_kwargs = {"weights": weights, "config": config, "device": device, "dtype": dtype}
+        if engine == "ray":
+            ray_engine, load_kwargs["weights"], source = _ray_engine(model_name, weights, debug)
+        else:
+            segmenter = _load(model_name, debug, **load_kwargs)
+            source = segmenter.source
         writer = OutputWriter(out_dir, save=save_set, alpha=alpha, inputs=inputs.paths,
-                              model_info={"weights": segmenter.source}, coco_path=coco, overlay_format=overlay_format)
+                              model_info={"weights": source}, coco_path=coco, overlay_format=overlay_format)
         from tqdm import tqdm
 
         interactive = not quiet and sys.stderr.isatty()
-        bar = tqdm(total=len(inputs.paths), disable=not (interactive and len(inputs.paths) > 1), file=sys.stderr,
-                   unit="input")
+        bar = tqdm(total=len(inputs.paths), disable=not (interactive and len(inputs.paths) > 1) or engine == "ray",
+                   file=sys.stderr, unit="input")
         frames = FrameBars(enabled=interactive)
         try:
             from ..runner import describe, run
 
-            for outcome in run(segmenter, inputs.paths, options, writer, batch_size=batch_size,
-                               max_pixels=max_pixels, video=videos, frame_progress=frames.update):
+            if engine == "ray":  # Ray shows its own progress
+                outcomes = ray_engine.run(model_name, load_kwargs, inputs.paths, options, writer,
+                                          batch_size=batch_size, max_pixels=max_pixels, address=ray_address,
+                                          workers=workers, gpus_per_worker=gpus_per_worker,
+                                          show_progress=not quiet)
+            else:
+                outcomes = run(segmenter, inputs.paths, options, writer, batch_size=batch_size,
+                               max_pixels=max_pixels, video=videos, frame_progress=frames.update)
+            for outcome in outcomes:
                 frames.close()
                 bar.update(1)
                 if not outcome.ok:
-                    message = describe(outcome.source, outcome.exception, for_cli=True)
+                    message = (describe(outcome.source, outcome.exception, for_cli=True)
+                               if outcome.exception is not None else outcome.error)
                     failures.append(message)
                     tqdm.write(f"error: {message}", file=sys.stderr)
                     if debug and outcome.exception is not None:
@@ -324,6 +344,21 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         click.echo(f"{_count(inputs.paths, len(inputs.missing))}, {len(failures)} failed, "
                    f"{time.perf_counter() - start:.1f} s; outputs in {out_dir}")
     sys.exit(1 if failures else 0)
+
+
+def _ray_engine(model_name, weights, debug):
+    """The Ray engine, and the weights resolved once on the driver: (module, local path, source)."""
+    from .. import ray as ray_engine
+
+    try:
+        ray_engine.require_ray()
+        return (ray_engine, *ray_engine.resolve_weights(model_name, weights))
+    except ray_engine.RayUnavailableError as exc:
+        fail(str(exc), 2)
+    except SegkitError as exc:
+        if debug:
+            raise
+        fail(str(exc))
 
 
 def _load(model_name, debug, **kwargs):
