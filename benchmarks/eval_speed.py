@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from peak_memory import PeakMemory  # benchmarks/ is on sys.path when run as a script
 
 HEIGHT, WIDTH = 120, 160
 THINGS = {1: "person", 3: "car", 18: "dog", 2: "bicycle"}
@@ -208,37 +209,18 @@ def reference_semantic(gt_dir: Path, pred_dir: Path, num_classes: int) -> dict:
 # Measuring
 
 
-class TreeMemory:
+class TreeMemory(PeakMemory):
     """Peak memory of this process plus all its descendants (pool workers), above the start.
 
     Counted as proportional set size (Pss), so pages that forked workers share with the parent
-    count once, not once per process.
+    count once, not once per process. Sampled every 20 ms: a walk of /proc costs more than one read.
     """
 
     def __init__(self, interval_s: float = 0.02):
-        self.interval_s = interval_s
-
-    def __enter__(self):
-        self.start = self.peak = self._total()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self):
-        while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak, self._total())
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.start) / 2**20
+        super().__init__(interval_s)
 
     @staticmethod
-    def _total() -> int:
+    def _rss() -> int:
         parents = {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
