@@ -28,6 +28,7 @@ UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]+')  # what Windows, macOS or Lin
 WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 TEMP_PREFIX = ".segkit-tmp-"
+WRITERS = 2  # files of one image encoded at a time
 
 
 @dataclass
@@ -311,7 +312,7 @@ class OutputFolder:
         done = []
         made = []
         try:
-            for name, write in files.items():
+            for name in files:
                 target = self.folder / name
                 if not target.parent.is_dir():
                     target.parent.mkdir(parents=True)
@@ -319,9 +320,7 @@ class OutputFolder:
                 fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX, suffix=Path(name).suffix)
                 os.close(fd)
                 temps[name] = Path(tmp)
-                write(temps[name])
-                if abort is not None and abort():
-                    raise KeyboardInterrupt
+            self._write_each(files, temps, abort)
             for name, tmp in temps.items():
                 os.replace(tmp, self.folder / name)
                 done.append(self.folder / name)
@@ -336,6 +335,23 @@ class OutputFolder:
             if isinstance(exc, OSError) and exc.errno in DISK_FULL:
                 raise DiskFullError(f"{self.folder}: the disk is full; free some space or choose another -o") from None
             raise
+
+
+    @staticmethod
+    def _write_each(files: dict, temps: dict, abort) -> None:
+        """Write the group's files, two at a time: PNG and JPEG encoders release the GIL, so one image's
+        overlay and heatmaps encode side by side."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(files) == 1:
+            (name, write), = files.items()
+            write(temps[name])
+        else:
+            with ThreadPoolExecutor(WRITERS) as pool:
+                for future in [pool.submit(write, temps[name]) for name, write in files.items()]:
+                    future.result()
+        if abort is not None and abort():
+            raise KeyboardInterrupt
 
 
 def write_json(path: Path, record) -> None:

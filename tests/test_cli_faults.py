@@ -54,7 +54,7 @@ def test_a_signal_stops_cleanly(tmp_path, photos, tiny_clipseg, sig, code, word)
     out = tmp_path / "out"
     proc = _start(["clipseg", str(photos), "-p", "cat", "-p", "grass", "--weights", str(tiny_clipseg), "-o", str(out),
                    "--device", "cpu", "--save", "labels,json,heatmaps,panoptic"])
-    _wait_for(out, "*.json", count=2)
+    _wait_for(out, "img*.json", count=2)  # not the hidden temporary files
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr
@@ -75,7 +75,7 @@ def test_two_runs_into_one_folder_keep_every_result(tmp_path, photos, tiny_clips
     subset = [str(photos / f"img{k:02d}.png") for k in range(PHOTOS)]
     common = ["--weights", str(tiny_clipseg), "-o", str(out), "--device", "cpu", "-q"]
     first = _start(["clipseg", *subset, "-p", "cat", *common])
-    _wait_for(out, "*.json")
+    _wait_for(out, "img*.json")
     first.send_signal(signal.SIGSTOP)  # still live (holding its claims) while the second runs from start to end
     try:
         second = _start(["clipseg", *subset, "-p", "dog", *common])

@@ -295,6 +295,7 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         bar = tqdm(total=len(inputs.paths), disable=not (interactive and len(inputs.paths) > 1) or engine == "ray",
                    file=sys.stderr, unit="input")
         frames = FrameBars(enabled=interactive)
+        outcomes = None
         try:
             from ..runner import describe, run
 
@@ -326,6 +327,8 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         except (KeyboardInterrupt, Terminated) as exc:
             stopped = 143 if isinstance(exc, Terminated) else 130
         finally:
+            if outcomes is not None:
+                outcomes.close()  # stops the runner now: its last write finishes or is undone before the summary
             frames.close()
             bar.close()
             try:
