@@ -45,8 +45,6 @@ def photos() -> list[np.ndarray]:
     from segkit.imageio import read_image
 
     folder = REPO / "examples"
-    if not any(folder.glob("*.jpg")):
-        folder = REPO.parent / "shared" / "images"
     images = [read_image(path) for path in sorted(folder.glob("*.jpg"))[:4]]
     return images + [np.ascontiguousarray(image[:, ::-1]) for image in images]
 
