@@ -16,7 +16,6 @@ from ..errors import EvaluationInputError
 from .inputs import read_json
 
 SAVE = {"instance": ("json",), "panoptic": ("json", "panoptic"), "semantic": ("json",)}
-TASKS = {"instance": "instance", "panoptic": "panoptic", "semantic": "semantic"}
 
 
 @dataclass
@@ -76,7 +75,7 @@ def predict(segmenter, items, task: str, out_dir, *, batch_size: int = 1, train_
     out_dir = Path(out_dir)
     keys = {str(path): key for key, path in items}
     declared = {o.name for o in segmenter.OPTIONS}
-    options = {"task": TASKS[task]} if "task" in declared else {}
+    options = {"task": task} if "task" in declared else {}
     labels = getattr(segmenter, "labels", None)
     if categories is not None and "label_set" in declared and labels is not None:
         options["label_set"] = [name for name, c in zip(labels.names, labels.category_ids) if int(c) in categories]
