@@ -16,11 +16,6 @@ import numpy as np
 from . import fonts
 from .result import Result
 
-# PNGs are lossless whatever the zlib settings. Level 1 with the run-length strategy writes a 12 MP
-# overlay 3-6x faster than Pillow's default (level 6) and a little faster than level 1 alone; files
-# within 6% of level 6's size, label maps as small (benchmarks/render_speed.py).
-PNG_COMPRESS_LEVEL = 1
-PNG_COMPRESS_TYPE = 3  # zlib.Z_RLE
 _BAND_PIXELS = 1 << 20  # row bands of about a megapixel bound the temporaries of full-frame passes
 
 
@@ -381,16 +376,6 @@ def heatmap_gray(heatmap: np.ndarray) -> np.ndarray:
         np.round(band, out=band)
         gray[rows] = np.clip(band, 0, 255, out=band)
     return gray
-
-
-def save_png(image, file, compress_level: int = PNG_COMPRESS_LEVEL, compress_type: int = PNG_COMPRESS_TYPE) -> None:
-    """Write an array or PIL image as PNG to a path or binary file, fast (see PNG_COMPRESS_LEVEL;
-    lossless: the decoded pixels are the same at every level and zlib strategy)."""
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image))
-    image.save(file, format="PNG", compress_level=compress_level, compress_type=compress_type, optimize=False)
 
 
 def grid_figure(image: np.ndarray, result: Result, cmap: str = "viridis"):

@@ -522,17 +522,16 @@ class _VideoSink:
         """S_frames/ PNGs for this frame, named by frame index; their names for the jsonl line."""
         if not self.save:
             return {}
-        from PIL import Image
-
         from . import render
         from .files import safe_name
+        from .png import write_png
 
         self.frames_dir.mkdir(exist_ok=True)
         names = {}
         prefix = f"{frame.index:06d}"
 
         def put(name, image):
-            image.save(self.frames_dir / name)
+            write_png(image, self.frames_dir / name)
             return f"{self.frames_dir.name}/{name}"
 
         if "labels" in self.save:
@@ -541,11 +540,11 @@ class _VideoSink:
                 names["labels_file"] = put(f"{prefix}_labels.png", labels)
         if "heatmaps" in self.save and result.heatmaps is not None:
             names["heatmap_files"] = [put(f"{prefix}_{i:02d}_{safe_name(label, 'prompt', 100)}_heat.png",
-                                          Image.fromarray(render.heatmap_gray(result.heatmaps[i])))
+                                          render.heatmap_gray(result.heatmaps[i]))
                                       for i, label in enumerate(result.labels)]
         if "masks" in self.save:
             names["mask_files"] = [put(f"{prefix}_{i:03d}_{safe_name(label, 'segment', 100)}_mask.png",
-                                       Image.fromarray(result.masks[i].astype(np.uint8) * 255))
+                                       result.masks[i].astype(np.uint8) * 255)
                                    for i, label in enumerate(result.labels)]
         return names
 

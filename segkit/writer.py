@@ -90,32 +90,33 @@ class OutputWriter:
     def write(self, source, image: np.ndarray, result, abort=None) -> list[Path]:
         """Render and write every chosen output of one image, all or none; returns the paths.
 
-        PNGs are lossless at a fast zlib setting (see render.save_png)."""
+        PNGs are lossless and written fast (see segkit.png)."""
         from . import render
+        from .png import write_png
 
         stem, roles = self.names(source, result)
         files = {}
         over = render.overlay(image, result, alpha=self.alpha)
         files[roles["overlay"]] = lambda p: _save_overlay(over, p, self.overlay_format)
         if "labels" in roles:
-            files[roles["labels"]] = lambda p: render.save_png(render.label_image(result), p)
+            files[roles["labels"]] = lambda p: write_png(render.label_image(result), p)
         heat_files = {}
         for role, name in roles.items():
             if isinstance(role, tuple) and role[0] == "heat":
                 heat_files[role[1]] = name
-                files[name] = lambda p, i=role[1]: render.save_png(render.heatmap_gray(result.heatmaps[i]), p)
+                files[name] = lambda p, i=role[1]: write_png(render.heatmap_gray(result.heatmaps[i]), p)
         mask_files = {}
         if "masks" in roles:
             for i in range(len(result)):
                 name = f"{roles['masks']}/{i:03d}_{safe_name(result.labels[i], 'segment', LABEL_BYTES)}.png"
                 mask_files[i] = name
-                files[name] = lambda p, i=i: render.save_png(result.masks[i].astype(np.uint8) * 255, p)
+                files[name] = lambda p, i=i: write_png(result.masks[i].astype(np.uint8) * 255, p)
         if "grid" in roles:
             files[roles["grid"]] = lambda p: _save_figure(render.grid_figure(image, result), p)
         segments_info = None
         if "panoptic" in roles:
             panoptic_rgb, segments_info = result.to_panoptic()
-            files[roles["panoptic"]] = lambda p: render.save_png(panoptic_rgb, p)
+            files[roles["panoptic"]] = lambda p: write_png(panoptic_rgb, p)
         segments = None
         if "json" in roles or self.coco_path is not None:
             segments = result.to_coco()
@@ -207,9 +208,9 @@ def _save_overlay(overlay: np.ndarray, path, overlay_format: str) -> None:
 
         Image.fromarray(overlay).save(path, format="JPEG", quality=JPEG_QUALITY)
     else:
-        from . import render
+        from .png import write_png
 
-        render.save_png(overlay, path)
+        write_png(overlay, path)
 
 
 def _has_label_image(result) -> bool:

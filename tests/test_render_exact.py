@@ -4,11 +4,8 @@
 verbatim as the specification); every case compares the new output with it pixel for pixel.
 """
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from segkit import render
 from segkit.result import Result, boxes_from_masks
@@ -187,21 +184,3 @@ def test_heatmap_gray_matches_reference():
     heat[0, :6] = [0.5 / 255, 1.5 / 255, 2.5 / 255, -0.0, 1.0, 254.5 / 255]  # ties round to even
     assert np.array_equal(render.heatmap_gray(heat), reference_heatmap_gray(heat))
     assert np.array_equal(render.heatmap_gray(heat.astype(np.float64)), reference_heatmap_gray(heat.astype(np.float64)))
-
-
-@pytest.mark.parametrize("level, strategy", [(0, -1), (1, -1), (6, -1), (9, -1), (1, 3), (1, 2)])
-def test_save_png_is_lossless(level, strategy, tmp_path):
-    image, result = _photo(9), _prompted()
-    over = render.overlay(image, result)
-    render.save_png(over, tmp_path / "o.png", compress_level=level, compress_type=strategy)
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), over)
-    labels = render.label_image(result)
-    buffer = io.BytesIO()
-    render.save_png(labels, buffer, compress_level=level, compress_type=strategy)
-    again = Image.open(io.BytesIO(buffer.getvalue()))
-    assert again.mode == "P" and np.array_equal(np.asarray(again), np.asarray(labels))
-    assert again.getpalette() == labels.getpalette()
-    ids = render.label_image(_instance())
-    render.save_png(ids, tmp_path / "ids.png", compress_level=level, compress_type=strategy)
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "ids.png")), np.asarray(ids))
-    assert Image.open(tmp_path / "ids.png").mode == "I;16"

@@ -68,7 +68,7 @@ def predict(segmenter, items, task: str, out_dir, *, batch_size: int = 1, train_
     For semantic scoring ``train_ids`` (model class index -> the ground truth's train id, 255 for none)
     also writes ``<stem>_trainids.png`` beside each S.json: the label map in the ground truth's numbering.
     """
-    from ..render import save_png
+    from ..png import write_png
     from ..runner import run
     from ..writer import OutputWriter
 
@@ -93,7 +93,7 @@ def predict(segmenter, items, task: str, out_dir, *, batch_size: int = 1, train_
             if train_ids is not None:
                 mapped = _in_train_ids(outcome.result, train_ids)
                 name = json_file.name[: -len(".json")] + "_trainids.png"
-                writer.out.write_all({name: lambda p, m=mapped: save_png(m, p)})
+                writer.out.write_all({name: lambda p, m=mapped: write_png(m, p)})
         writer.finish()
     finally:
         writer.close()
