@@ -7,8 +7,8 @@ phone photo's) and three synthetic results shaped like the backends' (the render
   panoptic  40 segments tiling the frame, things and stuff, a dataset palette (OneFormer)
   clipseg   3 prompts with full-size heatmaps, masks and a combined label map (CLIPSeg)
 For each: seconds for the overlay (old and new, and that the pixels are identical), the label image
-and the heatmaps; then PNG encoding at zlib levels 1-6 and two zlib strategies (``optimize`` off) of
-each overlay, label map and a heatmap.
+and the heatmaps; then PNG encoding of each overlay, label map and a heatmap: Pillow at zlib levels 1
+and 6 (``optimize`` off) against segkit.png with ISA-L's deflate and with zlib (its fallback).
 
     flock /tmp/segkit-bench.lock python benchmarks/render_speed.py [--repeat 3] [--cases cutler,panoptic,clipseg]
         [--png-only]
@@ -113,17 +113,41 @@ def best_of(fn, repeat):
     return min(times), value, peak
 
 
-# (name, zlib level, zlib strategy): Pillow's default strategy (-1) at levels 1-6, then level 1 with the
-# run-length and Huffman-only strategies (save_png's default is "1 rle").
-PNG_SETTINGS = [(str(level), level, -1) for level in range(1, 7)] + [("1 rle", 1, 3), ("1 huff", 1, 2)]
+def _pillow(level):
+    def encode(image, buffer):
+        from PIL import Image
+
+        image = image if isinstance(image, Image.Image) else Image.fromarray(image)
+        image.save(buffer, format="PNG", compress_level=level, optimize=False)
+    return encode
 
 
-def png_seconds(image, level, strategy, repeat):
-    def encode():
+def _segkit(deflate):
+    def encode(image, buffer):
+        import zlib
+
+        from segkit import png
+
+        saved = png._deflate, png.LEVEL
+        if deflate == "zlib":
+            png._deflate, png.LEVEL = zlib, 1
+        try:
+            png.write_png(image, buffer)
+        finally:
+            png._deflate, png.LEVEL = saved
+    return encode
+
+
+PNG_ENCODERS = [("Pillow 1", _pillow(1)), ("Pillow 6", _pillow(6)), ("segkit isal", _segkit("isal")),
+                ("segkit zlib", _segkit("zlib"))]
+
+
+def png_seconds(image, encode, repeat):
+    def run():
         buffer = io.BytesIO()
-        render.save_png(image, buffer, compress_level=level, compress_type=strategy)
+        encode(image, buffer)
         return buffer.getbuffer().nbytes
-    seconds, size, _ = best_of(encode, repeat)
+    seconds, size, _ = best_of(run, repeat)
     return seconds, size
 
 
@@ -172,14 +196,14 @@ def main():
         overlays[name], label_maps[name] = new_over, new_lab
         del result
 
-    print("\nPNG encoding (Pillow, optimize off): seconds and MB per image for each zlib level / strategy")
+    print("\nPNG encoding: seconds and MB per image")
     targets = [(f"{n} overlay", overlays[n]) for n in overlays] + [(f"{n} labels", label_maps[n]) for n in label_maps]
     targets += [(f"{n} heatmap", heatmaps[n]) for n in heatmaps]
-    print(f"{'image':17}" + "".join(f"{name + ' s':>10}{'MB':>6}" for name, _, _ in PNG_SETTINGS))
+    print(f"{'image':17}" + "".join(f"{name + ' s':>15}{'MB':>6}" for name, _ in PNG_ENCODERS))
     for label, target in targets:
-        row = [png_seconds(target, level, strategy, args.repeat) for _, level, strategy in PNG_SETTINGS]
-        print(f"{label:17}" + "".join(f"{s:10.3f}{b / 1e6:6.2f}" for s, b in row)
-              + f"   level 6 / '1 rle': {row[5][0] / row[6][0]:.1f}x the time")
+        row = [png_seconds(target, encode, args.repeat) for _, encode in PNG_ENCODERS]
+        print(f"{label:17}" + "".join(f"{s:15.3f}{b / 1e6:6.2f}" for s, b in row)
+              + f"   Pillow 1 / segkit isal: {row[0][0] / row[2][0]:.1f}x the time")
 
 
 if __name__ == "__main__":
