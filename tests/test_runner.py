@@ -3,11 +3,15 @@ a batch, and batching without computing an image twice."""
 
 import errno
 import json
+import os
+import sys
+import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from segkit import imageio, png, runner
 from segkit.backends.base import Segmenter
 from segkit.errors import DiskFullError, OptionError
 from segkit.options import Option
@@ -95,16 +99,16 @@ def test_a_bad_option_stops_before_any_image(tmp_path):
 def test_a_full_disk_stops_the_batch_and_leaves_nothing_partial(tmp_path, monkeypatch):
     inputs = [_img(tmp_path / f"{k}.png") for k in "abc"]
     writer = OutputWriter(tmp_path / "out")
-    real_save = Image.Image.save
+    real_write = png.write_png
     count = {"n": 0}
 
-    def save(self, fp, *args, **kwargs):
+    def write_png(image, file, **kwargs):
         count["n"] += 1
-        if count["n"] == 3:  # the first file of the second image
+        if count["n"] == 3:  # the first PNG of the second image
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(self, fp, *args, **kwargs)
+        return real_write(image, file, **kwargs)
 
-    monkeypatch.setattr(Image.Image, "save", save)
+    monkeypatch.setattr(png, "write_png", write_png)
     done = []
     with pytest.raises(DiskFullError, match="disk is full"):
         for outcome in run(LeftHalf(), inputs, {}, writer):
@@ -113,3 +117,32 @@ def test_a_full_disk_stops_the_batch_and_leaves_nothing_partial(tmp_path, monkey
     assert [o.source.name for o in done] == ["a.png"]
     left = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert left == ["a.json", "a_labels.png", "a_overlay.png"]  # b: nothing, not even a temporary file
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread nice values are Linux's")
+def test_reading_and_writing_run_below_the_models_priority(tmp_path, monkeypatch):
+    """The model's thread keeps its priority; the reader, the writer and the encoders the writer
+    starts run BACKGROUND_NICE nicer (they fill idle cores instead of slowing the model)."""
+    def nice():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen = {}
+
+    def noting(role, func):
+        def call(*args, **kwargs):
+            seen[role] = nice()
+            return func(*args, **kwargs)
+        return call
+
+    seg = LeftHalf()
+    monkeypatch.setattr(seg, "_predict_batch", noting("model", seg._predict_batch))
+    monkeypatch.setattr(imageio, "read_image", noting("read", imageio.read_image))
+    monkeypatch.setattr(png, "write_png", noting("encode", png.write_png))
+    writer = OutputWriter(tmp_path / "out")
+    monkeypatch.setattr(writer, "write", noting("write", writer.write))
+    base = nice()
+    outcomes = list(run(seg, [_img(tmp_path / "a.png"), _img(tmp_path / "b.png")], {}, writer))
+    writer.close()
+    assert all(o.ok for o in outcomes)
+    lowered = min(19, base + runner.BACKGROUND_NICE)
+    assert seen == {"model": base, "read": lowered, "write": lowered, "encode": lowered}
