@@ -64,16 +64,21 @@ def segment_colors(result: Result) -> np.ndarray:
 
 
 
-def mask_boxes(masks: np.ndarray) -> np.ndarray:
-    """Tight integer boxes ``(x0, y0, x1, y1)`` (right/bottom exclusive) of boolean masks; zeros for
-    empty masks. Computed from the masks, not taken from ``Result.boxes`` (a detector's box need not
-    hold its whole mask)."""
-    boxes = np.zeros((len(masks), 4), dtype=np.int64)
-    for i, mask in enumerate(masks):
-        ys = np.flatnonzero(mask.any(axis=1))
+def mask_boxes(result: Result) -> np.ndarray:
+    """Tight integer boxes ``(x0, y0, x1, y1)`` (right/bottom exclusive) of the result's masks; zeros
+    for empty masks. Searched inside each segment's own box (widened by a pixel, see rle.box_slices:
+    a Result's box holds its mask), so a small segment of a 12 MP photo costs its box, not the frame."""
+    from .rle import box_slices
+
+    height, width = result.image_size
+    boxes = np.zeros((len(result), 4), dtype=np.int64)
+    for i, mask in enumerate(result.masks):
+        rows, cols = box_slices(result.boxes[i], height, width)
+        crop = mask[rows, cols]
+        ys = np.flatnonzero(crop.any(axis=1))
         if len(ys):
-            xs = np.flatnonzero(mask[ys[0]:ys[-1] + 1].any(axis=0))
-            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+            xs = np.flatnonzero(crop[ys[0]:ys[-1] + 1].any(axis=0))
+            boxes[i] = (xs[0] + cols.start, ys[0] + rows.start, xs[-1] + 1 + cols.start, ys[-1] + 1 + rows.start)
     return boxes
 
 
@@ -119,40 +124,55 @@ def _tint(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, painted: list
     for done, i in enumerate(painted):
         window = _window(boxes[i])
         mask, ids = masks[i][window], stack[window]
-        marked = None
-        if not ids.any(where=mask):  # nothing under this segment yet: one new stack
+        if count <= _EVERY_STACK_A_PARENT:  # stack s under the mask becomes count + s: one pass, no search
+            parents = np.arange(count)
+            np.add(ids, count, out=ids, where=mask)
+        elif not ids.any(where=mask):  # nothing under this segment yet: one new stack
             parents = np.zeros(1, dtype=np.int64)
+            np.copyto(ids, count, where=mask)
         else:
             marked = np.where(mask, ids, count)  # ``count`` marks pixels outside the mask
             parents = np.flatnonzero(np.bincount(marked.ravel(), minlength=count + 1)[:count])
-        if count + len(parents) > _MAX_STACKS:
-            return _tint_in_float(_apply_states(image, stack, states), masks, boxes, painted[done:], colors, alpha)
-        if marked is None:
-            np.copyto(ids, count, where=mask)
-        else:
+            if count + len(parents) > _MAX_STACKS:
+                return _tint_in_float(_apply_states(image, stack, states), masks, boxes, painted[done:], colors,
+                                      alpha)
             relabel = np.arange(count + 1, dtype=np.uint16)
             relabel[parents] = np.arange(count, count + len(parents))
             np.copyto(ids, relabel[marked], where=mask)
-        if count + len(parents) > len(states):
+        while count + len(parents) > len(states):
             states = np.concatenate([states, np.empty_like(states)])
         blended = _blend(states[parents].reshape(-1, 3), colors[i], alpha)
         states[count:count + len(parents)] = blended.reshape(-1, 256, 3)
         count += len(parents)
-    return _apply_states(image, stack, _to_uint8(states[:count]))
+    windows = [_window(boxes[i]) for i in painted]
+    if sum((rows.stop - rows.start) * (cols.stop - cols.start) for rows, cols in windows) >= height * width:
+        windows = None  # boxes as large as the frame: one pass over it
+    return _apply_states(image, stack, _to_uint8(states[:count]), windows)
 
 
 _MAX_STACKS = 8192  # tables of at most 8192 x 256 x 3 float32 (24 MiB); ids fit in uint16
+# While there are this few stacks, every one is taken as a parent of the next segment's (a stack
+# no pixel has costs a 3 KiB table), which spares finding the stacks under a large mask.
+_EVERY_STACK_A_PARENT = 16
 
 
-def _apply_states(image: np.ndarray, stack: np.ndarray, states: np.ndarray) -> np.ndarray:
-    """Each pixel's value looked up in its stack's table (uint8 or float32), a band of rows at a time."""
+def _apply_states(image: np.ndarray, stack: np.ndarray, states: np.ndarray, windows=None) -> np.ndarray:
+    """Each pixel's value looked up in its stack's table (uint8 or float32), a band of rows at a time.
+    With ``windows`` ((rows, cols) slices holding every stacked pixel) only there: the other pixels
+    are in no stack and keep the image's values."""
     height, width = stack.shape
-    out = np.empty((height, width, 3), dtype=states.dtype)
+    if windows is None:
+        out = np.empty((height, width, 3), dtype=states.dtype)
+        windows = [(slice(0, height), slice(0, width))]
+    else:
+        out = image.astype(states.dtype, copy=True)
     flat = [np.ascontiguousarray(states[:, :, c]).reshape(-1) for c in range(3)]
-    for rows in _row_bands(height, width):
-        base = stack[rows].astype(np.intp) << 8
-        for c in range(3):
-            out[rows, :, c] = np.take(flat[c], base | image[rows, :, c])
+    for rows, cols in windows:
+        for band in _row_bands(rows.stop - rows.start, cols.stop - cols.start):
+            band = slice(rows.start + band.start, rows.start + band.stop)
+            base = stack[band, cols].astype(np.intp) << 8
+            for c in range(3):
+                out[band, cols, c] = np.take(flat[c], base | image[band, cols, c])
     return out
 
 
@@ -350,7 +370,7 @@ def overlay(image: np.ndarray, result: Result, alpha: float = 0.5, contours: boo
     image = np.asarray(image, dtype=np.uint8)
     colors = segment_colors(result)
     order = np.argsort(result.scores, kind="stable") if result.kind != "semantic" else range(len(result))
-    boxes = mask_boxes(result.masks)
+    boxes = mask_boxes(result)
     painted = [int(i) for i in order if boxes[i, 2] > boxes[i, 0]]
     out = _tint(image, result.masks, boxes, painted, colors, alpha)
     if contours:
@@ -427,7 +447,7 @@ def label_image(result: Result):
         return Image.fromarray(result.label_map.astype(np.uint16))
     ids = np.zeros(result.image_size, dtype=np.uint16)
     segment_ids = result.segment_ids.astype(np.uint16)  # wraps as the int32 map's conversion would
-    boxes = mask_boxes(result.masks)
+    boxes = mask_boxes(result)
     for i in np.argsort(result.scores, kind="stable"):  # best segment wins overlaps
         window = _window(boxes[i])
         np.copyto(ids[window], segment_ids[i], where=result.masks[i][window])

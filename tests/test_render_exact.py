@@ -152,11 +152,17 @@ def test_overlay_of_empty_result_is_the_image():
     assert np.array_equal(render.overlay(image, empty), image)
 
 
-def test_overlay_ignores_wrong_boxes():
-    """Result.boxes are a detector's: the renderer finds each mask's extent itself."""
+def test_overlay_with_loose_boxes():
+    """Result.boxes need only hold their masks (a detector's boxes are looser, or fractional): the
+    renderer finds each mask's extent inside its box."""
     image, result = _photo(7), _instance()
-    result.boxes[:] = [0, 0, 1, 1]
-    assert np.array_equal(render.overlay(image, result), reference_overlay(image, result))
+    loose = result.boxes.copy()
+    loose[:, :2] = np.maximum(loose[:, :2] - [9.5, 3.25], 0)
+    loose[:, 2:] = np.minimum(loose[:, 2:] + [0.5, 11.0], [W, H])
+    for boxes in (loose, np.tile([0, 0, W, H], (len(result), 1))):
+        result.boxes[:] = boxes
+        assert np.array_equal(render.overlay(image, result), reference_overlay(image, result))
+        assert np.array_equal(np.asarray(render.label_image(result)), np.asarray(reference_label_image(result)))
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
