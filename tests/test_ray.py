@@ -1,8 +1,9 @@
 """The Ray engine against local runs, on one local 2-CPU Ray started once for the module.
 
 ``--engine ray`` must write the same files as a local run (JSON equal apart from timings, PNGs
-pixel-equal) for every backend, bad images included; a worker killed mid-job must still leave
-every image written exactly once; ``segkit.ray.segment`` returns one row per image.
+pixel-equal, videos frame-equal) for every backend, bad images and videos included; a worker
+killed mid-job must still leave every input written exactly once; ``segkit.ray.segment`` returns
+one row per image.
 """
 
 import json
@@ -19,6 +20,7 @@ import segkit.ray
 from segkit.cli import main
 from segkit.labels import load_labels
 from segkit.runner import describe
+from test_video import _noise, decoded, make_video
 from tiny_models import tiny_oneformer
 
 try:
@@ -86,13 +88,20 @@ def error_lines(result):
 
 
 def assert_same_outputs(local, remote):
-    """Same file names; JSON equal apart from timings; PNGs pixel-equal."""
+    """Same file names; JSON equal apart from timings, S.jsonl equal; PNGs pixel-equal; videos equal
+    frame by frame (timestamps and pixels)."""
     names = sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file())
     assert names == sorted(p.relative_to(remote) for p in remote.rglob("*") if p.is_file())
     assert any(n.suffix == ".json" for n in names) and any(n.suffix == ".png" for n in names)
     for name in names:
         a, b = local / name, remote / name
-        if name.suffix == ".json":
+        if name.suffix == ".jsonl":
+            assert a.read_text().splitlines() == b.read_text().splitlines(), name
+        elif name.suffix == ".mp4":
+            frames_a, frames_b = decoded(a), decoded(b)
+            assert [t for t, _, _ in frames_a] == [t for t, _, _ in frames_b] and frames_a, name
+            assert all(np.array_equal(x, y) for (_, x, _), (_, y, _) in zip(frames_a, frames_b)), name
+        elif name.suffix == ".json":
             ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
             if "timings" in ja:
                 timings = jb.pop("timings")
@@ -137,6 +146,26 @@ def test_oneformer_ray_writes_what_a_local_run_writes(tmp_path, died_marker):
     assert (remote_out / "panoptic.json").is_file()
 
 
+def test_videos_mixed_with_images_write_what_a_local_run_writes(tmp_path, died_marker, tiny_clipseg):
+    folder = images(tmp_path / "in", 2)
+    make_video(folder / "clip.mp4", n=9)
+    good = make_video(tmp_path / "good.mkv", n=12, image=_noise).read_bytes()
+    (folder / "cut.mkv").write_bytes(good[: len(good) // 2])  # decodes part way, then stops
+    (folder / "text.mkv").write_text("not a video")
+    args = ["clipseg", str(folder), "-p", "cat", "-p", "grass", "--weights", str(tiny_clipseg),
+            "--save", "json,masks", "--stride", "2", "--batch-size", "2"]
+    local, local_out, remote, remote_out = run_both(tmp_path, args)
+    assert_same_runs(tmp_path, local, local_out, remote, remote_out, failed=3)
+    assert remote.stdout.strip().splitlines()[-1].startswith("3 images and 3 videos, 3 failed")
+    lines = [json.loads(line) for line in (remote_out / "clip.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines[1:-1]] == [0, 2, 4, 6, 8] and lines[-1]["done"] is True
+    assert len(decoded(remote_out / "clip_overlay.mp4")) == 5 and (remote_out / "clip_frames").is_dir()
+    cut = [json.loads(line) for line in (remote_out / "cut.jsonl").read_text().splitlines()]
+    assert cut[-1]["done"] is False and "decoding stopped" in cut[-1]["error"]
+    assert len(decoded(remote_out / "cut_overlay.mp4")) == cut[-1]["frames"] > 0  # partial, playable
+    assert not (remote_out / "text.jsonl").exists()
+
+
 def test_a_worker_killed_mid_job_leaves_every_image_written_once(tmp_path, died_marker, tiny_clipseg):
     names = ["a.png", "b.png", DIE_ON, "d.png", "e.png"]
     folder = images(tmp_path / "in", len(names), bad=False, names=names)
@@ -161,9 +190,9 @@ def test_segment_returns_one_row_per_image(tmp_path, died_marker, tiny_clipseg):
     assert [row["path"] for row in rows] == [str(p.absolute()) for p in paths]
     segmenter = segkit.load("clipseg", weights=tiny_clipseg, device="cpu")
     for path, row in zip(paths, rows):
-        if path.suffix == ".mp4":  # the video engine is not wired into Ray yet: a clear error, not a crash
-            assert row["error"] == f"{path.absolute()}: videos are not supported with --engine ray yet; run them " \
-                                   "with --engine local"
+        if path.suffix == ".mp4":  # rows are images': a clear error, not a crash
+            assert row["error"] == f"{path.absolute()}: segkit.ray.segment gives one row per image; segment " \
+                                   "videos with segkit.ray.run (--engine ray) or segkit.segment_video"
             continue
         if path.name == "broken.png":
             with pytest.raises(Exception) as caught:
