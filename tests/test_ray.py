@@ -32,20 +32,22 @@ except ImportError:
 
 TESTS = Path(__file__).resolve().parent
 DIE_ON = "die-once.png"
+DIE_ON_VIDEO = "die-once.mp4"
 
 
 @pytest.fixture(scope="module")
-def died_marker(tmp_path_factory):
-    """A local Ray for the whole module, whose workers die once on DIE_ON; yields the marker file."""
-    marker = tmp_path_factory.mktemp("ray_faults") / "died"
+def died(tmp_path_factory):
+    """A local Ray for the whole module, whose workers die once on DIE_ON and once part way through
+    DIE_ON_VIDEO; yields the folder where a marker file named after the input records each death."""
+    markers = tmp_path_factory.mktemp("ray_faults")
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a local test cluster needs no tokens
     python_path = os.pathsep.join([str(TESTS), str(TESTS.parent)] + [os.environ.get("PYTHONPATH", "")])
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
              runtime_env={"worker_process_setup_hook": "ray_faults.die_once",
-                          "env_vars": {"PYTHONPATH": python_path, "SEGKIT_TEST_DIE_ON": DIE_ON,
-                                       "SEGKIT_TEST_DIE_MARKER": str(marker)}})
-    yield marker
+                          "env_vars": {"PYTHONPATH": python_path, "SEGKIT_TEST_DIE_ON": f"{DIE_ON},{DIE_ON_VIDEO}",
+                                       "SEGKIT_TEST_DIE_MARKERS": str(markers)}})
+    yield markers
     ray.shutdown()
     if saved is None:
         os.environ.pop("RAY_AUTH_MODE", None)
@@ -119,14 +121,14 @@ def assert_same_runs(tmp_path, local, local_out, remote, remote_out, failed):
     assert json.loads((tmp_path / "local_coco.json").read_text()) == json.loads((tmp_path / "ray_coco.json").read_text())
 
 
-def test_clipseg_ray_writes_what_a_local_run_writes(tmp_path, died_marker, tiny_clipseg):
+def test_clipseg_ray_writes_what_a_local_run_writes(tmp_path, died, tiny_clipseg):
     folder = images(tmp_path / "in", 3)
     args = ["clipseg", str(folder), "-p", "cat", "-p", "grass", "--weights", str(tiny_clipseg),
             "--save", "labels,json,heatmaps,masks,panoptic", "--batch-size", "2"]
     assert_same_runs(tmp_path, *run_both(tmp_path, args), failed=1)
 
 
-def test_cutler_ray_writes_what_a_local_run_writes(tmp_path, died_marker, cutler_dir):
+def test_cutler_ray_writes_what_a_local_run_writes(tmp_path, died, cutler_dir):
     folder = images(tmp_path / "in", 2, size=(120, 160))
     args = ["cutler", str(folder), str(tmp_path / "missing.png"), "--weights", str(cutler_dir / "cascade_tiny.pth"),
             "--config", str(cutler_dir / "cascade_tiny.yaml"), "--threshold", "0.05", "--save", "labels,json,masks"]
@@ -135,7 +137,7 @@ def test_cutler_ray_writes_what_a_local_run_writes(tmp_path, died_marker, cutler
     assert json.loads((remote_out / "img0.json").read_text())["segments"]  # detections to compare
 
 
-def test_oneformer_ray_writes_what_a_local_run_writes(tmp_path, died_marker):
+def test_oneformer_ray_writes_what_a_local_run_writes(tmp_path, died):
     weights = tmp_path / "oneformer"
     tiny_oneformer(load_labels("ade20k_150").names, seed=2).save_pretrained(weights)
     folder = images(tmp_path / "in", 2)
@@ -146,7 +148,7 @@ def test_oneformer_ray_writes_what_a_local_run_writes(tmp_path, died_marker):
     assert (remote_out / "panoptic.json").is_file()
 
 
-def test_videos_mixed_with_images_write_what_a_local_run_writes(tmp_path, died_marker, tiny_clipseg):
+def test_videos_mixed_with_images_write_what_a_local_run_writes(tmp_path, died, tiny_clipseg):
     folder = images(tmp_path / "in", 2)
     make_video(folder / "clip.mp4", n=9)
     good = make_video(tmp_path / "good.mkv", n=12, image=_noise).read_bytes()
@@ -166,21 +168,32 @@ def test_videos_mixed_with_images_write_what_a_local_run_writes(tmp_path, died_m
     assert not (remote_out / "text.jsonl").exists()
 
 
-def test_a_worker_killed_mid_job_leaves_every_image_written_once(tmp_path, died_marker, tiny_clipseg):
+def test_a_worker_killed_mid_job_leaves_every_image_written_once(tmp_path, died, tiny_clipseg):
     names = ["a.png", "b.png", DIE_ON, "d.png", "e.png"]
     folder = images(tmp_path / "in", len(names), bad=False, names=names)
     args = ["clipseg", str(folder), "-p", "cat", "--weights", str(tiny_clipseg), "--save", "json"]
     local, local_out, remote, remote_out = run_both(tmp_path, args)
-    assert died_marker.is_file()  # a worker did die on DIE_ON (the local run has no such fault)
+    assert (died / DIE_ON).is_file()  # a worker did die on DIE_ON (the local run has no such fault)
     assert_same_runs(tmp_path, local, local_out, remote, remote_out, failed=0)
     pids = {n: json.loads((remote_out / f"{Path(n).stem}.json").read_text())["timings"]["worker"].split(":")[1]
             for n in names}
-    died = died_marker.read_text()
-    assert pids["a.png"] == died and pids[DIE_ON] != died  # written once each, before and after the restart
+    dead = (died / DIE_ON).read_text()
+    assert pids["a.png"] == dead and pids[DIE_ON] != dead  # written once each, before and after the restart
     assert remote.output.strip().splitlines()[-1].startswith("5 images, 0 failed")
 
 
-def test_segment_returns_one_row_per_image(tmp_path, died_marker, tiny_clipseg):
+def test_a_worker_killed_mid_video_leaves_every_frame_written_once(tmp_path, died, tiny_clipseg):
+    folder = images(tmp_path / "in", 1, bad=False)
+    make_video(folder / DIE_ON_VIDEO, n=12)
+    args = ["clipseg", str(folder), "-p", "cat", "--weights", str(tiny_clipseg), "--save", "json"]
+    local, local_out, remote, remote_out = run_both(tmp_path, args)
+    assert (died / DIE_ON_VIDEO).is_file()  # its worker died part way through the video
+    assert_same_runs(tmp_path, local, local_out, remote, remote_out, failed=0)
+    lines = (remote_out / "die-once.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines[1:-1]] == list(range(12))
+
+
+def test_segment_returns_one_row_per_image(tmp_path, died, tiny_clipseg):
     folder = images(tmp_path / "in", 2)
     (folder / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
     paths = sorted(folder.iterdir())
@@ -216,7 +229,7 @@ def test_ray_missing_is_one_line_exit_2(tmp_path, monkeypatch, tiny_clipseg):
     assert error_lines(result) == ['error: --engine ray needs Ray; install it with: pip install "segkit[ray]"']
 
 
-def test_a_model_that_does_not_load_fails_as_locally(tmp_path, died_marker):
+def test_a_model_that_does_not_load_fails_as_locally(tmp_path, died):
     bogus = tmp_path / "bogus.pth"
     bogus.write_bytes(b"not a checkpoint")
     folder = images(tmp_path / "in", 1, bad=False)
