@@ -20,6 +20,7 @@ import segkit.ray
 from segkit.cli import main
 from segkit.labels import load_labels
 from segkit.runner import describe
+from conftest import FIXTURES, tiny_model_args
 from test_video import _noise, decoded, make_video
 from tiny_models import tiny_oneformer
 
@@ -168,29 +169,40 @@ def test_videos_mixed_with_images_write_what_a_local_run_writes(tmp_path, died, 
     assert not (remote_out / "text.jsonl").exists()
 
 
-def test_a_worker_killed_mid_job_leaves_every_image_written_once(tmp_path, died, tiny_clipseg):
+def test_workers_killed_mid_job_leave_every_input_written_once(tmp_path, died, tiny_clipseg):
+    """One worker dies reading DIE_ON, one part way through DIE_ON_VIDEO, after two batches of its
+    frames reached the driver: every image and every frame is still written once."""
     names = ["a.png", "b.png", DIE_ON, "d.png", "e.png"]
     folder = images(tmp_path / "in", len(names), bad=False, names=names)
+    make_video(folder / DIE_ON_VIDEO, n=12)  # between d.png and DIE_ON in input order
     args = ["clipseg", str(folder), "-p", "cat", "--weights", str(tiny_clipseg), "--save", "json"]
     local, local_out, remote, remote_out = run_both(tmp_path, args)
-    assert (died / DIE_ON).is_file()  # a worker did die on DIE_ON (the local run has no such fault)
-    assert_same_runs(tmp_path, local, local_out, remote, remote_out, failed=0)
-    pids = {n: json.loads((remote_out / f"{Path(n).stem}.json").read_text())["timings"]["worker"].split(":")[1]
-            for n in names}
-    dead = (died / DIE_ON).read_text()
-    assert pids["a.png"] == dead and pids[DIE_ON] != dead  # written once each, before and after the restart
-    assert remote.output.strip().splitlines()[-1].startswith("5 images, 0 failed")
-
-
-def test_a_worker_killed_mid_video_leaves_every_frame_written_once(tmp_path, died, tiny_clipseg):
-    folder = images(tmp_path / "in", 1, bad=False)
-    make_video(folder / DIE_ON_VIDEO, n=12)
-    args = ["clipseg", str(folder), "-p", "cat", "--weights", str(tiny_clipseg), "--save", "json"]
-    local, local_out, remote, remote_out = run_both(tmp_path, args)
-    assert (died / DIE_ON_VIDEO).is_file()  # its worker died part way through the video
+    assert (died / DIE_ON_VIDEO).is_file() and (died / DIE_ON).is_file()  # (the local run has no such faults)
     assert_same_runs(tmp_path, local, local_out, remote, remote_out, failed=0)
     lines = (remote_out / "die-once.jsonl").read_text().splitlines()
     assert [json.loads(line)["frame"] for line in lines[1:-1]] == list(range(12))
+    pids = {n: json.loads((remote_out / f"{Path(n).stem}.json").read_text())["timings"]["worker"].split(":")[1]
+            for n in names}
+    dead = {(died / name).read_text() for name in (DIE_ON_VIDEO, DIE_ON)}
+    assert pids["a.png"] in dead and pids[DIE_ON] not in dead  # written once each, before and after the restarts
+    assert remote.stdout.strip().splitlines()[-1].startswith("5 images and 1 video, 0 failed")
+
+
+def test_eval_with_the_ray_engine_scores_what_the_local_engine_scores(tmp_path, died):
+    """test_eval_model's tiny COCO-layout dataset, semantic (the model's labels read on the driver
+    choose the classes kept and the train ids): the same predictions, the same metrics."""
+    gt = FIXTURES / "eval" / "gt"
+    weights = tiny_model_args("oneformer", tmp_path)["weights"]
+    args = ["eval", "semantic", "--gt-dir", str(gt / "semantic"), "--classes", str(gt / "semantic_classes.json"),
+            "--model", "oneformer-coco-swin-l", "--weights", str(weights), "--images",
+            str(FIXTURES / "eval" / "images"), "--device", "cpu", "--workers", "1", "--limit", "2", "--batch-size", "2"]
+    for engine in ("local", "ray"):
+        run = CliRunner().invoke(main, args + ["--engine", engine, "--ray-workers", "1", "-o", str(tmp_path / engine),
+                                               "--json", str(tmp_path / f"{engine}.json")])
+        assert run.exit_code == 0, run.output
+        assert "2 of 2 images predicted" in run.stderr
+    assert json.loads((tmp_path / "local.json").read_text()) == json.loads((tmp_path / "ray.json").read_text())
+    assert_same_outputs(tmp_path / "local", tmp_path / "ray")  # the predictions too, _trainids.png included
 
 
 def test_segment_returns_one_row_per_image(tmp_path, died, tiny_clipseg):
