@@ -1,21 +1,24 @@
 """Past one machine: segkit jobs on a Ray cluster, through Ray Data (``pip install "segkit[ray]"``).
 
 The driver lists the inputs and resolves the weights once; a pool of Ray actors (one model each,
-loaded once, GPUs assigned by Ray) reads and segments the images with segkit's own runner, so a
+loaded once, GPUs assigned by Ray) reads and segments the inputs with segkit's own runner, so a
 bad image fails alike on both engines. Two front ends:
 
-- :func:`segment` returns a lazy Ray Dataset, one row per image, for pipelines of your own.
+- :func:`segment` returns a lazy Ray Dataset, one row per image, for pipelines of your own (a
+  video there is a row with an error that points to :func:`run`).
 - :func:`run` (``segkit <command> --engine ray``, ``segkit eval … --engine ray``) yields the local
   runner's Outcomes in input order and writes every input in the driver with the same code as a
   local run (OutputWriter, segkit.video's sink), so the files, their names, S.json and S.jsonl are
-  those of a local run (timings also say ``"engine": "ray"`` and which worker ran it).
+  those of a local run (timings also say ``"engine": "ray"`` and which worker ran it). The
+  workers get the local runner's batches (runner.batch_plan), so batched models compute alike.
 
 A video is one task, streamed by one actor: it decodes the frames (``--stride/--start/--end``),
 segments them ``batch_size`` at a time and yields their results as it goes, each batch its own
 Ray Data block, so they reach the driver while the video is still being segmented. The driver
 decodes the same frames itself to draw them (pixels never travel back, as for images) and writes
-S_overlay.mp4, S.jsonl and S_frames/ through segkit.video's own sink. A video that cannot be read,
-or stops decoding part way, ends as locally: the same error, the same partial (playable) files.
+S_overlay.mp4, S.jsonl and S_frames/ through segkit.video's own sink, counting frames for the
+progress bars as it writes them. A video that cannot be read, or stops decoding part way, ends
+as locally: the same error, the same partial (playable) files, and the job goes on.
 
 Guarantees of :func:`run`:
 
@@ -25,19 +28,21 @@ Guarantees of :func:`run`:
 - A worker lost mid-job (a crash, a killed process, a lost node) is restarted by Ray and its
   in-flight images are computed again: Ray Data's actor pools restart actors and retry their
   tasks without limit (``max_restarts=-1``, ``max_task_retries=-1``; Ray 2.60 deprecates the
-  ``ray_remote_args`` that would change them), so an image that kills every worker it meets stalls the job rather than failing alone.
-  A task Ray gives up on for another reason becomes failed Outcomes ("lost") and the job goes on.
-- A video whose worker is lost is segmented again from its first frame; the frames the driver
-  already wrote stay written and the driver goes on from the next one (Ray replays the task's
-  results after those it already delivered). With a deterministic model the files equal an
-  uninterrupted run's; where a replay's frames do not line up with those written, the video
-  fails (its files keep what was written) rather than skip or repeat a frame. A video whose task
-  Ray gives up on fails ("lost"), its files closed with the frames written.
+  ``ray_remote_args`` that would change them), so an image that kills every worker it meets
+  stalls the job rather than failing alone. A task Ray gives up on for another reason becomes
+  failed Outcomes ("lost") and the job goes on.
+- A video whose worker is lost is segmented again from its first frame on the restarted worker;
+  the frames the driver already wrote stay written and it goes on from the next one (Ray replays
+  the task's blocks after those it had delivered). So the files equal an uninterrupted run's
+  when the model is deterministic; otherwise the frames after the restart hold the second
+  computation's results. Where a replay's frames do not line up with those written, the video
+  fails (its files keep what was written) rather than skip or repeat a frame; a video whose task
+  Ray gives up on fails ("lost"), its files closed likewise.
 - What is written stays written: results are written by the driver as they arrive, so a driver
   interrupted or lost leaves only whole images and playable videos (as locally); the job is not
   resumable by Ray.
 - Inputs are computed at least once, not exactly once: a retry recomputes what the lost worker
-  held (a whole video, from its start).
+  held (a whole video, from its first frame).
 """
 
 from __future__ import annotations
