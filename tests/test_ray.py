@@ -239,6 +239,10 @@ def test_ray_missing_is_one_line_exit_2(tmp_path, monkeypatch, tiny_clipseg):
                                        "--engine", "ray", "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert error_lines(result) == ['error: --engine ray needs Ray; install it with: pip install "segkit[ray]"']
+    evaluated = CliRunner().invoke(main, ["eval", "instance", "--gt", str(FIXTURES / "eval" / "gt" / "instances.json"),
+                                          "--model", "cutler", "--images", str(FIXTURES / "eval" / "images"),
+                                          "--engine", "ray", "-o", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 2 and 'needs Ray; install it with: pip install "segkit[ray]"' in evaluated.stderr
 
 
 def test_a_model_that_does_not_load_fails_as_locally(tmp_path, died):
