@@ -75,7 +75,6 @@ def segkit_way(seg, images, batch_size):
 
 def largest_differences(seg, images, seed_logits, seed_heatmaps, results) -> tuple[float, float]:
     """Largest logit and heatmap differences between segkit and the seed way over all (image, prompt) pairs."""
-    import torch
     import torch.nn.functional as F
 
     logit_diff = heat_diff = 0.0

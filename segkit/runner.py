@@ -129,6 +129,21 @@ def run(segmenter, inputs, options=None, writer=None, *, batch_size: int = 1, ma
             yield outcome
 
 
+def batch_plan(paths, batch_size: int) -> list[tuple[str, list[int]]]:
+    """How :func:`run` batches ``paths``: ("video", [its index]) for each video, ("images", indices)
+    for each batch of consecutive images. The Ray engine hands its workers the same batches, so a
+    model that batches computes alike on both engines."""
+    plan = []
+    for kind, items in _groups(list(enumerate(paths))):
+        indices = [index for index, _ in items]
+        plan += [(kind, indices)] if kind == "video" else [(kind, batch) for batch in _chunks(indices, batch_size)]
+    return plan
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def _groups(named):
     """Runs of consecutive images, and each video on its own, in input order."""
     from .video import is_video
@@ -148,18 +163,30 @@ def _groups(named):
 
 def _video(segmenter, path, options, writer, settings: VideoSettings, batch_size, frame_progress) -> Outcome:
     """One video through the streamed pipeline; a video that cannot be read is its Outcome's error."""
-    from .errors import VideoReadError
     from .video import write_video
 
-    started = time.perf_counter()
+    def write(progress):
+        return write_video(segmenter, path, writer.folder, writer.video_stem(path), options=options,
+                           save=settings.save, alpha=writer.alpha, stride=settings.stride, start=settings.start,
+                           end=settings.end, batch_size=batch_size, model_info=writer.model_info.get("weights"),
+                           progress=progress)
+
+    return video_outcome(path, writer, write, frame_progress)
+
+
+def video_outcome(path, writer, write, frame_progress=None) -> Outcome:
+    """The Outcome of one video whose files ``write(progress)`` writes with ``writer`` and describes
+    (a segkit.video.VideoOutcome), for this runner and the Ray engine's driver alike: a video that
+    cannot be read, or stops part way, is its Outcome's error; a bad option or a full disk stops
+    the batch. ``frame_progress(path, frames_done, frames_expected)`` as it goes."""
+    from .errors import VideoReadError
+
     if writer is None:
         return Outcome(path, error=f"{path}: a video needs an output folder; use segkit.segment_video for results")
+    started = time.perf_counter()
     progress = None if frame_progress is None else (lambda frames, expected: frame_progress(path, frames, expected))
     try:
-        outcome = write_video(segmenter, path, writer.folder, writer.video_stem(path), options=options,
-                              save=settings.save, alpha=writer.alpha, stride=settings.stride, start=settings.start,
-                              end=settings.end, batch_size=batch_size, model_info=writer.model_info.get("weights"),
-                              progress=progress)
+        outcome = write(progress)
     except (RequestError, DiskFullError):
         raise
     except SegkitError as exc:  # not readable as a video, or its encoder failed
@@ -188,7 +215,7 @@ def _images(segmenter, named, options, writer, batch_size, max_pixels):
         files = writer.write(source, rgb, result, abort=aborted.is_set) if writer is not None else []
         return Outcome(source, result, files, seconds=time.perf_counter() - started)
 
-    batches = [named[i:i + batch_size] for i in range(0, len(named), batch_size)]
+    batches = _chunks(named, batch_size)
     pending = collections.deque()  # (outcome or future) in input order
 
     def drain(keep: int):

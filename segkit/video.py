@@ -329,13 +329,14 @@ def check_range(stride: int = 1, start: float | None = None, end: float | None =
         raise RequestError(f"end ({end} s) must be after start ({start} s)")
 
 
-def _check_bounds(info: VideoInfo, stride: int, start, end) -> None:
+def check_bounds(info: VideoInfo, stride: int, start, end) -> None:
+    """check_range, and VideoReadError for a start past this video's end."""
     check_range(stride, start, end)
     if start is not None and info.duration_s is not None and start >= info.duration_s:
         raise VideoReadError(f"{info.path}: start {start} s is past the video's end ({info.duration_s:.2f} s)")
 
 
-def _predicted_batches(segmenter, info, *, stride, start, end, batch_size, options):
+def predicted_batches(segmenter, info, *, stride, start, end, batch_size, options):
     """Lists of (frame, result), one per ``predict_batch`` call, predicted while the next frames decode."""
     with FrameReader(info.path, info=info, stride=stride, start=start, end=end,
                      ahead=max(8, 2 * batch_size)) as frames:
@@ -353,8 +354,8 @@ def segment_video(segmenter, path, *, stride: int = 1, start: float | None = Non
     """
     segmenter.options(**options)
     info = probe(path)
-    _check_bounds(info, stride, start, end)
-    for batch in _predicted_batches(segmenter, info, stride=stride, start=start, end=end,
+    check_bounds(info, stride, start, end)
+    for batch in predicted_batches(segmenter, info, stride=stride, start=start, end=end,
                                     batch_size=batch_size, options=options):
         for frame, result in batch:
             yield frame.index, frame.time_s, result
@@ -457,13 +458,16 @@ class VideoOutcome:
     done: bool = False
 
 
-class _VideoSink:
-    """The render + encode side of ``write_video``: a thread that draws each overlay, encodes it,
-    writes its S.jsonl line (and S_frames/ PNGs if asked) from a bounded queue."""
+class VideoSink:
+    """The render + encode side of a video's outputs: a thread that draws each overlay, encodes it,
+    writes its S.jsonl line (and S_frames/ PNGs if asked) from a bounded queue. Made by
+    :func:`video_sink`."""
 
-    def __init__(self, out_dir: Path, stem: str, info: VideoInfo, header: dict, save, alpha: float, behind: int):
+    def __init__(self, out_dir: Path, stem: str, info: VideoInfo, header: dict, save, alpha: float, behind: int,
+                 expected: int | None):
         self.save = set(save)
         self.alpha = alpha
+        self.expected = expected  # frames, about (for progress), or None
         self.frames = 0
         self.error: BaseException | None = None
         self._first_pts = None
@@ -575,6 +579,55 @@ class _VideoSink:
         return VideoOutcome(files=files, frames=self.frames, error=error, done=done)
 
 
+def video_sink(path, info: VideoInfo, out_dir, stem: str, *, model_info, options: dict, save=(),
+               alpha: float = 0.5, stride: int = 1, start: float | None = None, end: float | None = None,
+               batch_size: int = 1) -> VideoSink:
+    """Open ``S_overlay.mp4`` and ``S.jsonl`` (``S_frames/`` for the names in ``save``) of the video
+    ``path`` for frames and their results as they come, whoever computes them: S.jsonl's first
+    line records the video, ``model_info``, the ``options`` as recorded and the frame range.
+    Refuses (SegkitError) to overwrite the input."""
+    out_dir = Path(out_dir)
+    for name in (f"{stem}_overlay.mp4", f"{stem}.jsonl"):
+        target = out_dir / name
+        if target.exists() and os.path.samefile(target, path):
+            raise SegkitError(f"{target}: refusing to overwrite the input video; choose another -o")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save = [name for name in save if name in FRAME_FILE_CHOICES]
+    header = {"video": info.to_json(), "model": model_info, "options": options, "stride": stride, "start": start,
+              "end": end}
+    return VideoSink(out_dir, stem, info, header, save, alpha, behind=max(8, 2 * batch_size),
+                     expected=info.expected_frames(stride, start, end))
+
+
+def write_frames(sink: VideoSink, batches, progress: Callable[[int, int | None], None] | None = None
+                 ) -> VideoOutcome:
+    """Write ``batches`` (lists of (Frame, Result), in frame order) through ``sink`` and close it.
+
+    A VideoReadError from ``batches`` ends the video early: its files hold the frames done so far
+    and S.jsonl's last line says why. Any other exception (Ctrl-C) finalizes the files the same
+    way, then is raised. ``progress(frames_done, frames_expected)`` is called after every batch.
+    """
+    written = 0
+    error = None
+    try:
+        try:
+            for batch in batches:
+                for frame, result in batch:
+                    sink.submit(frame, result)
+                written += len(batch)
+                if progress is not None:
+                    progress(written, sink.expected)
+        finally:
+            batches.close()  # stops the decoder thread whatever happened
+    except VideoReadError as exc:
+        error = str(exc)
+    except BaseException as exc:
+        sink.close(done=False, error="interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt)
+                   else f"stopped: {first_line(exc)}")
+        raise
+    return sink.close(done=error is None, error=error)
+
+
 def write_video(segmenter, path, out_dir, stem: str, *, options: dict, save=(), alpha: float = 0.5,
                 stride: int = 1, start: float | None = None, end: float | None = None, batch_size: int = 1,
                 model_info: dict | None = None, progress: Callable[[int, int | None], None] | None = None
@@ -595,37 +648,10 @@ def write_video(segmenter, path, out_dir, stem: str, *, options: dict, save=(), 
     """
     used = segmenter.options(**options)
     info = probe(path)
-    _check_bounds(info, stride, start, end)
-    out_dir = Path(out_dir)
-    for name in (f"{stem}_overlay.mp4", f"{stem}.jsonl"):
-        target = out_dir / name
-        if target.exists() and os.path.samefile(target, path):
-            raise SegkitError(f"{target}: refusing to overwrite the input video; choose another -o")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save = [name for name in save if name in FRAME_FILE_CHOICES]
-    header = {"video": info.to_json(), "model": model_info if model_info is not None else segmenter.source,
-              "options": segmenter.recorded_options(used), "stride": stride, "start": start, "end": end}
-    sink = _VideoSink(out_dir, stem, info, header, save, alpha, behind=max(8, 2 * batch_size))
-    expected = info.expected_frames(stride, start, end)
-    predicted = 0
-    error = None
-    batches = _predicted_batches(segmenter, info, stride=stride, start=start, end=end, batch_size=batch_size,
-                                 options=options)
-    try:
-        try:
-            for batch in batches:
-                for frame, result in batch:
-                    sink.submit(frame, result)
-                predicted += len(batch)
-                if progress is not None:
-                    progress(predicted, expected)
-        finally:
-            batches.close()  # stops the decoder thread whatever happened
-    except VideoReadError as exc:
-        error = str(exc)
-    except BaseException as exc:
-        sink.close(done=False, error="interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt)
-                   else f"stopped: {first_line(exc)}")
-        raise
-    return sink.close(done=error is None, error=error)
-
+    check_bounds(info, stride, start, end)
+    sink = video_sink(path, info, out_dir, stem, model_info=model_info if model_info is not None else segmenter.source,
+                      options=segmenter.recorded_options(used), save=save, alpha=alpha, stride=stride, start=start,
+                      end=end, batch_size=batch_size)
+    batches = predicted_batches(segmenter, info, stride=stride, start=start, end=end, batch_size=batch_size,
+                                options=options)
+    return write_frames(sink, batches, progress)

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segkit import render

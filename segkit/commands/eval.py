@@ -24,7 +24,7 @@ def _json_option(func):
 
 def _workers_option(func):
     return click.option("--workers", type=click.IntRange(min=1),
-                        help="Processes scoring images (default: every core).")(func)
+                        help="Processes scoring images (default: every core); the Ray actors are --ray-workers.")(func)
 
 
 def _fail(message: str):
@@ -43,29 +43,48 @@ def _model_options(func):
         click.option("--limit", type=click.IntRange(min=1), help="Only the first N images (a quick look)."),
         click.option("-o", "--output", default="segkit-eval", show_default=True, type=click.Path(file_okay=False),
                      help="Where --model writes its predictions (S.json, panoptic PNGs, label maps)."),
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Where --model runs: here, or on a Ray cluster (a local one without --ray-address); "
+                          "the same predictions, written here, the same scores."),
+        click.option("--ray-address", help="Address of the Ray cluster for --engine ray (e.g. ray://head:10001)."),
+        click.option("--ray-workers", type=click.IntRange(min=1),
+                     help="Ray actors running --model for --engine ray, one model each (default: one per GPU "
+                          "share, else one per node)."),
+        click.option("--gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(min=0),
+                     help="GPUs Ray assigns to each --ray-workers actor (fractions share a GPU)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _run_model(model, weights, device, batch_size, output, task, items, category_ids, train_ids=None):
-    """Load ``model``, predict ``items`` into ``output``, keeping only the ground truth's categories
-    ``category_ids``; one error line per failed image."""
+def _predictor(model, weights, device, engine, ray_address, ray_workers, gpus_per_worker):
+    """``model`` loaded here (``engine`` local), or ready to run on Ray's workers."""
     import segkit
 
     from ..errors import RequestError
-    from ..evaluation.predictions import predict
+    from ..evaluation.predictions import local_predictor, ray_predictor
 
     try:
-        segmenter = segkit.load(model, weights=weights, device=device)
+        if engine == "ray":
+            return ray_predictor(model, weights=weights, device=device, address=ray_address, workers=ray_workers,
+                                 gpus_per_worker=gpus_per_worker)
+        return local_predictor(segkit.load(model, weights=weights, device=device))
     except KeyError as exc:
         raise click.BadParameter(exc.args[0], param_hint="--model") from None
-    except RequestError as exc:
+    except RequestError as exc:  # an impossible device, or Ray not installed
         raise click.UsageError(exc.for_cli()) from None
-    table = train_ids(segmenter) if train_ids is not None else None
+
+
+def _run_model(model, weights, device, batch_size, output, task, items, category_ids, engine, train_ids=None):
+    """Run ``model`` (where ``engine``, the --engine flags, says), predict ``items`` into ``output``,
+    keeping only the ground truth's categories ``category_ids``; one error line per failed image."""
+    from ..evaluation.predictions import predict
+
+    predictor = _predictor(model, weights, device, **engine)
+    table = train_ids(predictor.labels) if train_ids is not None else None
     with _progress(len(items)) as bar:
-        predicted = predict(segmenter, items, task, output, batch_size=batch_size, train_ids=table,
+        predicted = predict(predictor, items, task, output, batch_size=batch_size, train_ids=table,
                             categories=category_ids, progress=lambda done, total: bar.update(1))
     for failure in predicted.failures:
         click.echo(f"error: {failure}", err=True)
@@ -133,7 +152,7 @@ def eval_group():
 @_model_options
 @_json_option
 def instance(gt, pred, iou_type, class_agnostic, model, images, weights, device, batch_size, limit, output,
-             json_path):
+             json_path, **engine):
     """Mask (and box) AP with pycocotools, per-category AP as detectron2 reports it."""
     from ..evaluation.instance import evaluate_instances, segkit_results
     from ..evaluation.predictions import dataset_images
@@ -144,7 +163,7 @@ def instance(gt, pred, iou_type, class_agnostic, model, images, weights, device,
         if model is not None:
             items = dataset_images(gt, images, limit)
             keep = None if class_agnostic else _gt_category_ids(gt)
-            predicted = _run_model(model, weights, device, batch_size, output, "instance", items, keep)
+            predicted = _run_model(model, weights, device, batch_size, output, "instance", items, keep, engine)
             pred, image_ids = segkit_results(predicted.json_files.values(), gt), list(predicted.json_files)
         sections = evaluate_instances(gt, pred, iou_type=iou_type, class_agnostic=class_agnostic, image_ids=image_ids)
     except SegkitError as exc:
@@ -161,7 +180,7 @@ def instance(gt, pred, iou_type, class_agnostic, model, images, weights, device,
 @_workers_option
 @_json_option
 def panoptic(gt, gt_dir, pred, pred_dir, model, images, weights, device, batch_size, limit, output, workers,
-             json_path):
+             json_path, **engine):
     """PQ, SQ, RQ (All, Things, Stuff and per class) with panopticapi's rules."""
     from pathlib import Path
 
@@ -176,7 +195,7 @@ def panoptic(gt, gt_dir, pred, pred_dir, model, images, weights, device, batch_s
         if model is not None:
             items = dataset_images(gt, images, limit)
             predicted = _run_model(model, weights, device, batch_size, output, "panoptic", items,
-                                   _gt_category_ids(gt))
+                                   _gt_category_ids(gt), engine)
             pred, pred_dir, image_ids = Path(output) / "panoptic.json", output, list(predicted.json_files)
         categories, pairs = load_pairs(gt, gt_dir, pred, pred_dir, image_ids)
         with _progress(len(pairs)) as bar:
@@ -198,7 +217,7 @@ def panoptic(gt, gt_dir, pred, pred_dir, model, images, weights, device, batch_s
 @_workers_option
 @_json_option
 def semantic(gt_dir, pred_dir, classes, layout, model, images, weights, device, batch_size, limit, output, workers,
-             json_path):
+             json_path, **engine):
     """mIoU, fwIoU, mACC, pACC and per-class IoU/accuracy as detectron2's SemSegEvaluator (percent)."""
     from pathlib import Path
 
@@ -215,8 +234,8 @@ def semantic(gt_dir, pred_dir, classes, layout, model, images, weights, device, 
             gt_files = sorted(Path(gt_dir).rglob(spec.gt_pattern))
             items = label_images(gt_files, images, spec.image_suffix, spec.gt_suffix, limit)
             predicted = _run_model(model, weights, device, batch_size, output, "semantic", items,
-                                   set(label_set.category_ids),
-                                   train_ids=lambda seg: train_id_table(seg.labels.category_ids, label_set))
+                                   set(label_set.category_ids), engine,
+                                   train_ids=lambda labels: train_id_table(labels.category_ids, label_set))
             pairs = [(gt, json_file.with_name(json_file.name[: -len(".json")] + "_trainids.png"))
                      for gt, json_file in predicted.json_files.items()]
         with _progress(len(pairs)) as bar:

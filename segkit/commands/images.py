@@ -302,8 +302,8 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
             if engine == "ray":  # Ray shows its own progress
                 outcomes = ray_engine.run(model_name, load_kwargs, inputs.paths, options, writer,
                                           batch_size=batch_size, max_pixels=max_pixels, address=ray_address,
-                                          workers=workers, gpus_per_worker=gpus_per_worker,
-                                          show_progress=not quiet)
+                                          workers=workers, gpus_per_worker=gpus_per_worker, video=videos,
+                                          frame_progress=frames.update, show_progress=not quiet)
             else:
                 outcomes = run(segmenter, inputs.paths, options, writer, batch_size=batch_size,
                                max_pixels=max_pixels, video=videos, frame_progress=frames.update)

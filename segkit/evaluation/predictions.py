@@ -1,5 +1,6 @@
-"""Scoring a model on a dataset in one go: run it through segkit's runner over the ground truth's
-images, write its predictions (so they can be re-scored or inspected), and say what to score.
+"""Scoring a model on a dataset in one go: run it over the ground truth's images (through segkit's
+runner, or the Ray engine), write its predictions (so they can be re-scored or inspected), and
+say what to score.
 
 Predictions are matched to ground-truth images by the source image each S.json records, so renamed
 stems (``S-1``) still match.
@@ -7,6 +8,7 @@ stems (``S-1``) still match.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,53 @@ class Predicted:
     json_files: dict = field(default_factory=dict)  # ground-truth image id (or GT label path) -> S.json path
     failures: list[str] = field(default_factory=list)
     out_dir: Path | None = None
+
+
+@dataclass
+class Predictor:
+    """A model as scoring needs it, on either engine: its declared option names, its class labels
+    (None for backends without a fixed set), where its weights came from, and ``run(paths,
+    options, writer, batch_size, progress)``, which yields the runner's Outcomes in input order."""
+
+    options: set
+    labels: object
+    source: dict
+    run: Callable
+
+
+def local_predictor(segmenter) -> Predictor:
+    """A loaded segmenter, run by the local runner."""
+    from ..runner import run
+
+    def outcomes(paths, options, writer, batch_size, progress):
+        return run(segmenter, paths, options, writer, batch_size=batch_size, progress=progress)
+
+    return Predictor({o.name for o in segmenter.OPTIONS}, getattr(segmenter, "labels", None), segmenter.source,
+                     outcomes)
+
+
+def ray_predictor(model: str, *, weights=None, device="auto", address=None, workers=None,
+                  gpus_per_worker: float = 0) -> Predictor:
+    """``model`` run by the Ray engine (segkit.ray.run): its weights resolved once, here, and its
+    labels read from the checkpoint's config; the model itself loads on the workers only."""
+    import importlib
+
+    from .. import ray as ray_engine
+    from ..registry import BACKENDS, get_spec
+
+    ray_engine.require_ray()
+    spec = get_spec(model)
+    package = importlib.import_module(BACKENDS[spec.backend])
+    path, source = ray_engine.resolve_weights(model, weights)
+    labels = package.class_labels(spec, weights=path) if hasattr(package, "class_labels") else None
+    load_kwargs = {"weights": path, "config": None, "device": device, "dtype": None}
+
+    def outcomes(paths, options, writer, batch_size, progress):
+        return ray_engine.run(model, load_kwargs, paths, options, writer, batch_size=batch_size, address=address,
+                              workers=workers, gpus_per_worker=gpus_per_worker, progress=progress,
+                              show_progress=False)
+
+    return Predictor({o.name for o in package.OPTIONS}, labels, source, outcomes)
 
 
 def dataset_images(gt_json, images_dir, limit: int | None = None) -> list[tuple[object, Path]]:
@@ -59,9 +108,9 @@ def label_images(gt_label_files, images_dir, image_suffix: str = "", gt_suffix: 
     return pairs[:limit] if limit else pairs
 
 
-def predict(segmenter, items, task: str, out_dir, *, batch_size: int = 1, train_ids=None, categories=None,
-            progress=None) -> Predicted:
-    """Run ``segmenter`` over ``items`` ((key, image path) pairs) and write its predictions to ``out_dir``.
+def predict(predictor: Predictor, items, task: str, out_dir, *, batch_size: int = 1, train_ids=None,
+            categories=None, progress=None) -> Predicted:
+    """Run ``predictor`` over ``items`` ((key, image path) pairs) and write its predictions to ``out_dir``.
 
     ``categories`` (the ground truth's category ids) keeps only those classes where the backend can
     (OneFormer's ``label_set``), so a dataset of a few of the model's classes is scored on them.
@@ -69,22 +118,19 @@ def predict(segmenter, items, task: str, out_dir, *, batch_size: int = 1, train_
     also writes ``<stem>_trainids.png`` beside each S.json: the label map in the ground truth's numbering.
     """
     from ..png import write_png
-    from ..runner import run
     from ..writer import OutputWriter
 
     out_dir = Path(out_dir)
     keys = {str(path): key for key, path in items}
-    declared = {o.name for o in segmenter.OPTIONS}
-    options = {"task": task} if "task" in declared else {}
-    labels = getattr(segmenter, "labels", None)
-    if categories is not None and "label_set" in declared and labels is not None:
+    options = {"task": task} if "task" in predictor.options else {}
+    labels = predictor.labels
+    if categories is not None and "label_set" in predictor.options and labels is not None:
         options["label_set"] = [name for name, c in zip(labels.names, labels.category_ids) if int(c) in categories]
     writer = OutputWriter(out_dir, save=SAVE[task], inputs=[path for _, path in items],
-                          model_info={"weights": segmenter.source})
+                          model_info={"weights": predictor.source})
     predicted = Predicted(out_dir=out_dir)
     try:
-        for outcome in run(segmenter, [path for _, path in items], options, writer, batch_size=batch_size,
-                           progress=progress):
+        for outcome in predictor.run([path for _, path in items], options, writer, batch_size, progress):
             if not outcome.ok:
                 predicted.failures.append(outcome.error)
                 continue

@@ -23,3 +23,10 @@ def load(spec, **kwargs):
     from .segmenter import load as load_segmenter
 
     return load_segmenter(spec, **kwargs)
+
+
+def class_labels(spec, **kwargs):
+    """The class labels a load would give, without loading the weights; see :func:`segmenter.class_labels`."""
+    from .segmenter import class_labels as labels_of
+
+    return labels_of(spec, **kwargs)

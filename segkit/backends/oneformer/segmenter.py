@@ -82,6 +82,13 @@ def _class_labels(spec: ModelSpec, folder: Path, model_config) -> LabelSet:
     return shipped
 
 
+def class_labels(spec: ModelSpec, *, weights=None, config=None) -> LabelSet:
+    """The labels :func:`load` gives the model, from the checkpoint's config alone (for a driver
+    that scores what remote workers predict: no weights are read)."""
+    folder = _checkpoint_folder(spec, weights)
+    return _class_labels(spec, folder, _model_config(folder, config))
+
+
 def load(spec: ModelSpec, *, weights=None, config=None, device, dtype=None) -> OneFormerSegmenter:
     """Load a OneFormer checkpoint folder (``weights`` or the spec's hub repo) onto ``device``."""
     import torch
