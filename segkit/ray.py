@@ -54,6 +54,7 @@ import socket
 import time
 import traceback
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import RequestError, SegkitError
@@ -139,7 +140,7 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
     """
     import segkit
 
-    from .runner import Outcome, VideoSettings, batch_plan, describe
+    from .runner import Outcome, VideoSettings, background_priority, batch_plan, describe
 
     ray = require_ray()
     inputs = [Path(p) for p in inputs]
@@ -154,6 +155,7 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
     _connect(address)
     data_logger = logging.getLogger("ray.data")
     saved_level = data_logger.level
+    writing = None
     if not show_progress:
         data_logger.setLevel(logging.ERROR)  # nor the notice that progress bars are off
     try:
@@ -190,6 +192,9 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
             return outcome
 
         rows = _Rows(dataset.iter_rows())
+        # The driver draws and encodes below the workers' priority, as the local runner's writer does
+        # (on one machine they share the cores; see runner.background_priority).
+        writing = ThreadPoolExecutor(1, thread_name_prefix="segkit-write", initializer=background_priority)
         for row in rows:
             index = int(row["index"])
             if index < expected:
@@ -200,7 +205,7 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
                 yield finished(outcome)
             expected = index + 1
             if row["part"] == "image":
-                outcome = _outcome(inputs[index], row, writer, max_pixels, Outcome, describe)
+                outcome = writing.submit(_outcome, inputs[index], row, writer, max_pixels, Outcome, describe).result()
             else:
                 try:
                     outcome = _video(inputs[index], index, row, rows, writer, video, batch_size, frame_progress)
@@ -210,6 +215,8 @@ def run(model_name: str, load_kwargs: dict, inputs, options, writer, *, batch_si
         for outcome in lost_until(total):
             yield finished(outcome)
     finally:
+        if writing is not None:
+            writing.shutdown(wait=True)  # an image being written is finished whole
         data_logger.setLevel(saved_level)
         if started_here:
             ray.shutdown()
