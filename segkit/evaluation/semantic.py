@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..errors import EvaluationInputError
 from .inputs import check_size, pixel_runs, read_json, read_png
-from .parallel import map_images
+from .parallel import map_chunks
 
 IGNORE = 255
 
@@ -208,18 +209,24 @@ def summarise(confusion: np.ndarray, classes: SemanticClasses) -> dict:
     }
 
 
+def confusion_images(classes: SemanticClasses, layout: str, pairs) -> np.ndarray:
+    """The summed confusion counts of a chunk of images: one matrix to send back per chunk."""
+    return sum(confusion_image(classes, layout, pair) for pair in pairs)
+
+
 def evaluate_semantic(pairs, classes: SemanticClasses, *, layout: str = "plain", workers=None,
                       progress=None) -> dict:
     """mIoU, fwIoU, mACC, pACC and per-class IoU/ACC (percent) over (ground truth, prediction) PNG pairs.
 
-    Images are scored on ``workers`` processes (default: every core), each returning its confusion
-    matrix; ``progress`` (tqdm-like) advances once per image.
+    Images are scored on ``workers`` processes (default: every core), each returning the confusion
+    matrix of a chunk of images; ``progress`` (tqdm-like) advances by each chunk's images.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     n = len(classes)
     confusion = np.zeros((n + 1, n + 1), dtype=np.int64)
-    score = functools.partial(confusion_image, classes, layout)
-    for counts in map_images(score, list(pairs), workers=workers, progress=progress):
+    score = functools.partial(confusion_images, classes, layout)
+    tasks = [(os.fspath(gt), os.fspath(pred)) for gt, pred in pairs]  # strings pickle faster than Paths
+    for counts in map_chunks(score, tasks, workers=workers, progress=progress):
         confusion += counts
     return summarise(confusion, classes)
