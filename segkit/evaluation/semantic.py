@@ -11,6 +11,7 @@ encoding to train ids: ADE20K (1..150, 0 = ignore) and Cityscapes (gtFine label 
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import os
@@ -120,22 +121,35 @@ def pair_files(gt_dir, pred_dir, layout: str = "plain") -> list[tuple[Path, Path
     for folder, what in ((gt_dir, "--gt-dir"), (pred_dir, "--pred-dir")):
         if not folder.is_dir():
             raise EvaluationInputError(f"{folder}: no such folder ({what})")
-    gt_files = sorted(gt_dir.rglob(spec.gt_pattern))
-    if not gt_files:
-        raise EvaluationInputError(f"{gt_dir}: no ground-truth files matching {spec.gt_pattern}")
+    listing = functools.cache(_file_names)  # one listing per folder, not a stat per candidate
     pairs = []
-    for gt in gt_files:
-        name = gt.stem.removesuffix(spec.gt_suffix) if spec.gt_suffix else gt.stem
-        stems = [name + spec.image_suffix, name] if spec.image_suffix else [name]
-        relative = gt.parent.relative_to(gt_dir)
-        candidates = [folder / f"{stem}{ending}" for folder in (pred_dir / relative, pred_dir)
-                      for stem in stems for ending in (".png", "_labels.png")]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise EvaluationInputError(f"{gt}: no prediction for it in {pred_dir} (looked for {candidates[0].name}"
-                                       f" and {candidates[1].name})")
-        pairs.append((gt, found))
+    for folder, subfolders, files in os.walk(gt_dir):  # folder by folder: no Path work per file to group them
+        subfolders.sort()
+        gt_folder = Path(folder)
+        pred_folders = (pred_dir / gt_folder.relative_to(gt_dir), pred_dir)
+        for file_name in sorted(fnmatch.filter(files, spec.gt_pattern)):
+            gt = gt_folder / file_name
+            name = os.path.splitext(file_name)[0].removesuffix(spec.gt_suffix)
+            stems = [name + spec.image_suffix, name] if spec.image_suffix else [name]
+            names = [f"{stem}{ending}" for stem in stems for ending in (".png", "_labels.png")]
+            found = next((pred / n for pred in pred_folders for n in names if n in listing(pred)), None)
+            if found is None:  # a case-insensitive file system also finds names spelt otherwise
+                found = next((c for c in (pred / n for pred in pred_folders for n in names) if c.is_file()), None)
+            if found is None:
+                raise EvaluationInputError(f"{gt}: no prediction for it in {pred_dir} (looked for {names[0]}"
+                                           f" and {names[1]})")
+            pairs.append((gt, found))
+    if not pairs:
+        raise EvaluationInputError(f"{gt_dir}: no ground-truth files matching {spec.gt_pattern}")
     return pairs
+
+
+def _file_names(folder: Path) -> frozenset:
+    """The names of the files in ``folder`` (none if it does not exist)."""
+    try:
+        return frozenset(entry.name for entry in os.scandir(folder) if entry.is_file())
+    except OSError:
+        return frozenset()
 
 
 @functools.cache
