@@ -170,19 +170,21 @@ def confusion_image(classes: SemanticClasses, layout: str, pair) -> np.ndarray:
     """One image's (N+1)x(N+1) confusion counts, ground-truth rows, predicted columns; row N = ignored."""
     gt_path, pred_path = pair
     n = len(classes)
-    gt = LAYOUTS[layout].to_train_ids(read_png(gt_path))
+    gt = read_png(gt_path)
     pred = read_png(pred_path)
     check_size(pred_path, pred, *gt.shape, f"the ground truth {gt_path}")
-    if pred.max(initial=0) >= n:
-        stray = pred[(pred >= n) & (pred != classes.ignore)]
+    # The layout's conversion and the checks see each run's value, a few hundred, not every pixel.
+    gt_run, pred_run, run_length = pixel_runs(gt, pred)
+    gt_run = LAYOUTS[layout].to_train_ids(gt_run)
+    if pred_run.max(initial=0) >= n:
+        stray = pred_run[(pred_run >= n) & (pred_run != classes.ignore)]
         if stray.size:
             raise EvaluationInputError(f"{pred_path}: label {int(stray[0])} is not a train id (0..{n - 1}) nor "
                                        f"the ignore value {classes.ignore}")
-        pred = np.where(pred == classes.ignore, n, pred)  # "no class of this dataset": a miss, column N
-    top = 255 if gt.dtype == np.uint8 else 65535
-    if gt.dtype != np.uint8 and (gt.min(initial=0) < 0 or gt.max(initial=0) > top):
+        pred_run = np.where(pred_run == classes.ignore, n, pred_run)  # "no class of this dataset": a miss, column N
+    top = 255 if gt_run.dtype == np.uint8 else 65535
+    if gt_run.dtype != np.uint8 and (gt_run.min(initial=0) < 0 or gt_run.max(initial=0) > top):
         raise EvaluationInputError(f"{gt_path}: labels must be 0..{top}")
-    gt_run, pred_run, run_length = pixel_runs(gt, pred)
     cells = _row_offsets(classes, top)[gt_run] + pred_run
     counts = np.bincount(cells, weights=run_length, minlength=(n + 1) ** 2)
     if len(counts) > (n + 1) ** 2:  # a cell past the matrix: a ground-truth value that is no class
