@@ -166,12 +166,11 @@ def _row_offsets(classes: SemanticClasses, top: int) -> np.ndarray:
     return offsets
 
 
-def confusion_image(classes: SemanticClasses, layout: str, pair) -> np.ndarray:
-    """One image's (N+1)x(N+1) confusion counts, ground-truth rows, predicted columns; row N = ignored."""
+def confusion_image(classes: SemanticClasses, layout: str, pair, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """One image's (N+1)x(N+1) confusion counts from its two maps as read (``pair`` names their files),
+    ground-truth rows, predicted columns; row N = ignored."""
     gt_path, pred_path = pair
     n = len(classes)
-    gt = read_png(gt_path)
-    pred = read_png(pred_path)
     check_size(pred_path, pred, *gt.shape, f"the ground truth {gt_path}")
     # The layout's conversion and the checks see each run's value, a few hundred, not every pixel.
     gt_run, pred_run, run_length = pixel_runs(gt, pred)
@@ -225,9 +224,28 @@ def summarise(confusion: np.ndarray, classes: SemanticClasses) -> dict:
     }
 
 
+# Maps are read a few images at a time, then counted: alternating Pillow's decoding and numpy's
+# counting image by image costs about 10% more (each kind of work runs faster while it stays warm).
+READ_GROUP_IMAGES = 16
+READ_GROUP_PIXELS = 2**20  # large images gain nothing from it, and memory stays small
+
+
+def _read_in_groups(pairs):
+    """Yield ``(pair, (gt, pred))`` for each pair, having read the maps of a group of images first."""
+    group, pixels = [], 0
+    for pair in pairs:
+        maps = read_png(pair[0]), read_png(pair[1])
+        group.append((pair, maps))
+        pixels += maps[0].size
+        if len(group) == READ_GROUP_IMAGES or pixels >= READ_GROUP_PIXELS:
+            yield from group
+            group, pixels = [], 0
+    yield from group
+
+
 def confusion_images(classes: SemanticClasses, layout: str, pairs) -> np.ndarray:
     """The summed confusion counts of a chunk of images: one matrix to send back per chunk."""
-    return sum(confusion_image(classes, layout, pair) for pair in pairs)
+    return sum(confusion_image(classes, layout, pair, *maps) for pair, maps in _read_in_groups(pairs))
 
 
 def evaluate_semantic(pairs, classes: SemanticClasses, *, layout: str = "plain", workers=None,
