@@ -298,6 +298,18 @@ def test_semantic_equals_detectron2_reference(workers):
     check_semantic(evaluate_semantic(pairs, classes, workers=workers))
 
 
+@pytest.mark.parametrize("images, pixels", [(1, 2**20), (2, 2**20), (16, 1)])
+def test_semantic_maps_read_in_groups_of_any_size(monkeypatch, images, pixels):
+    """Maps are read a group of images at a time: the counts do not depend on where groups end."""
+    from segkit.evaluation import semantic
+
+    monkeypatch.setattr(semantic, "READ_GROUP_IMAGES", images)
+    monkeypatch.setattr(semantic, "READ_GROUP_PIXELS", pixels)
+    classes = load_classes(FIXTURE / "gt" / "semantic_classes.json")
+    pairs = pair_files(FIXTURE / "gt" / "semantic", FIXTURE / "pred" / "semantic")
+    check_semantic(evaluate_semantic(pairs, classes, workers=1))
+
+
 def test_ade20k_layout_shifts_labels(tmp_path):
     """The same ground truth written as ADE20K does (class + 1, 0 = ignore) scores the same."""
     (tmp_path / "gt").mkdir()
