@@ -71,7 +71,7 @@ def test_a_signal_stops_cleanly(tmp_path, photos, tiny_clipseg, sig, code, word)
 
 
 def test_two_runs_into_one_folder_keep_every_result(tmp_path, photos, tiny_clipseg):
-    out = tmp_path / "shared"
+    out = tmp_path / "common"
     subset = [str(photos / f"img{k:02d}.png") for k in range(PHOTOS)]
     common = ["--weights", str(tiny_clipseg), "-o", str(out), "--device", "cpu", "-q"]
     first = _start(["clipseg", *subset, "-p", "cat", *common])
