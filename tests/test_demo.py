@@ -27,6 +27,7 @@ from PIL import Image
 
 from segkit.cli import main
 from segkit.labels import load_labels
+from system import missing
 
 CUTLER = Path(__file__).parent / "fixtures" / "cutler"
 CHROMIUM = os.environ.get("SEGKIT_CHROMIUM", "/usr/bin/chromium")
@@ -35,17 +36,11 @@ START_TIMEOUT_S = 120
 RUN_TIMEOUT_MS = 120_000
 
 
-def _missing(reason):
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason} (CI must run the browser tests)")
-    pytest.skip(reason)
-
-
 def _need(module):
     try:
         return importlib.import_module(module)
     except ImportError:
-        _missing(f'{module} is not installed: pip install -e ".[test]"')
+        missing(f'{module} is not installed: pip install -e ".[test]"')
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +96,7 @@ def server(models, tmp_path_factory):
 def browser():
     playwright_api = _need("playwright.sync_api")
     if not Path(CHROMIUM).exists():
-        _missing(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set SEGKIT_CHROMIUM)")
+        missing(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set SEGKIT_CHROMIUM)")
     with playwright_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield chromium

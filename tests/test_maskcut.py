@@ -7,7 +7,6 @@ Layers: pixels from the PNG; keys with DINO's interpolation (``keys_dino``); NCu
 
 import hashlib
 import json
-import os
 import warnings
 from functools import cache
 from pathlib import Path
@@ -22,6 +21,7 @@ from segkit.backends.maskcut import crf, ncut, preprocess
 from segkit.errors import CheckpointError, ConfigError, OptionError
 from segkit.imageio import read_image
 from segkit.registry import get_spec
+from system import missing
 
 FIXTURES = Path(__file__).parent / "fixtures" / "maskcut"
 CASES = ("a1_astronaut", "a2_cat", "a3_coffee", "a4_rocket")
@@ -47,11 +47,8 @@ def settings(name: str) -> dict:
 
 def require_crf():
     """CRF tests run wherever pydensecrf is installed; CI installs it, so there its absence fails."""
-    if crf.available():
-        return
-    if os.environ.get("CI"):
-        pytest.fail('pydensecrf is not installed; CI must install segkit[crf] (pip install -e ".[test,crf]")')
-    pytest.skip('pydensecrf is not installed (pip install "segkit[crf]")')
+    if not crf.available():
+        missing('pydensecrf is not installed (pip install "segkit[crf]")')
 
 
 @pytest.fixture(scope="module")

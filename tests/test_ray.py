@@ -23,13 +23,12 @@ from segkit.runner import describe
 from conftest import FIXTURES, tiny_model_args
 from test_video import _noise, decoded, make_video
 from tiny_models import tiny_oneformer
+from system import missing
 
 try:
     import ray
 except ImportError:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        raise ImportError('ray is not installed (CI must run the Ray tests): pip install -e ".[ray]"') from None
-    pytest.skip('ray is not installed: pip install -e ".[ray]"', allow_module_level=True)
+    missing('ray is not installed: pip install -e ".[ray]"', module=True)
 
 TESTS = Path(__file__).resolve().parent
 DIE_ON = "die-once.png"

@@ -19,6 +19,7 @@ from segkit.registry import get_spec
 from segkit.result import Result, boxes_from_masks
 from segkit.runner import run
 from segkit.writer import OutputWriter
+from system import missing
 
 
 class OutOfMemoryError(RuntimeError):
@@ -119,10 +120,11 @@ def test_a_full_disk_stops_the_batch_and_leaves_nothing_partial(tmp_path, monkey
     assert left == ["a.json", "a_labels.png", "a_overlay.png"]  # b: nothing, not even a temporary file
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread nice values are Linux's")
 def test_reading_and_writing_run_below_the_models_priority(tmp_path, monkeypatch):
     """The model's thread keeps its priority; the reader, the writer and the encoders the writer
     starts run BACKGROUND_NICE nicer (they fill idle cores instead of slowing the model)."""
+    if not sys.platform.startswith("linux"):
+        missing("thread nice values are Linux's")
     def nice():
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
