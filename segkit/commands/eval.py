@@ -7,6 +7,8 @@ input files into one ``error:`` line (exit 1); wrong flags are usage errors (exi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import sys
 
 import click
@@ -32,8 +34,58 @@ def _fail(message: str):
     sys.exit(1)
 
 
+@dataclasses.dataclass
+class ModelRun:
+    """The --model flags: which model runs where, over which images, writing its predictions where."""
+
+    model: str | None
+    images: str | None
+    weights: str | None
+    device: str
+    batch_size: int
+    limit: int | None
+    output: str
+    engine: str
+    ray_address: str | None
+    ray_workers: int | None
+    gpus_per_worker: float
+
+    def predictor(self):
+        """The model loaded here (--engine local), or ready to run on Ray's workers."""
+        import segkit
+
+        from ..errors import RequestError
+        from ..evaluation.predictions import local_predictor, ray_predictor
+
+        try:
+            if self.engine == "ray":
+                return ray_predictor(self.model, weights=self.weights, device=self.device, address=self.ray_address,
+                                     workers=self.ray_workers, gpus_per_worker=self.gpus_per_worker)
+            return local_predictor(segkit.load(self.model, weights=self.weights, device=self.device))
+        except KeyError as exc:
+            raise click.BadParameter(exc.args[0], param_hint="--model") from None
+        except RequestError as exc:  # an impossible device, or Ray not installed
+            raise click.UsageError(exc.for_cli()) from None
+
+    def predict(self, task, items, category_ids, train_ids=None):
+        """Predict ``items`` into --output, keeping only the ground truth's categories ``category_ids``;
+        one error line per failed image."""
+        from ..evaluation.predictions import predict
+
+        predictor = self.predictor()
+        table = train_ids(predictor.labels) if train_ids is not None else None
+        with _progress(len(items)) as bar:
+            predicted = predict(predictor, items, task, self.output, batch_size=self.batch_size, train_ids=table,
+                                categories=category_ids, progress=lambda done, total: bar.update(1))
+        for failure in predicted.failures:
+            click.echo(f"error: {failure}", err=True)
+        click.echo(f"{len(predicted.json_files)} of {len(items)} images predicted into {self.output}", err=True)
+        return predicted
+
+
 def _model_options(func):
-    """Score a model on a dataset in one go: run it over the ground truth's images first."""
+    """Score a model on a dataset in one go: run it over the ground truth's images first. The command
+    gets the flags as one ``run`` (a ModelRun)."""
     options = [
         click.option("--model", help="Run this model (see 'segkit models') over --images, then score what it wrote."),
         click.option("--images", type=click.Path(file_okay=False), help="The dataset's images (with --model)."),
@@ -53,51 +105,32 @@ def _model_options(func):
         click.option("--gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(min=0),
                      help="GPUs Ray assigns to each --ray-workers actor (fractions share a GPU)."),
     ]
+
+    @functools.wraps(func)
+    def command(**flags):
+        run = ModelRun(**{f.name: flags.pop(f.name) for f in dataclasses.fields(ModelRun)})
+        return func(run=run, **flags)
+
     for option in reversed(options):
-        func = option(func)
-    return func
+        command = option(command)
+    return command
 
 
-def _predictor(model, weights, device, engine, ray_address, ray_workers, gpus_per_worker):
-    """``model`` loaded here (``engine`` local), or ready to run on Ray's workers."""
-    import segkit
-
-    from ..errors import RequestError
-    from ..evaluation.predictions import local_predictor, ray_predictor
-
+@contextlib.contextmanager
+def _errors_as_lines():
+    """A bad input file (SegkitError) is one ``error:`` line and exit 1."""
     try:
-        if engine == "ray":
-            return ray_predictor(model, weights=weights, device=device, address=ray_address, workers=ray_workers,
-                                 gpus_per_worker=gpus_per_worker)
-        return local_predictor(segkit.load(model, weights=weights, device=device))
-    except KeyError as exc:
-        raise click.BadParameter(exc.args[0], param_hint="--model") from None
-    except RequestError as exc:  # an impossible device, or Ray not installed
-        raise click.UsageError(exc.for_cli()) from None
+        yield
+    except SegkitError as exc:
+        _fail(str(exc))
 
 
-def _run_model(model, weights, device, batch_size, output, task, items, category_ids, engine, train_ids=None):
-    """Run ``model`` (where ``engine``, the --engine flags, says), predict ``items`` into ``output``,
-    keeping only the ground truth's categories ``category_ids``; one error line per failed image."""
-    from ..evaluation.predictions import predict
-
-    predictor = _predictor(model, weights, device, **engine)
-    table = train_ids(predictor.labels) if train_ids is not None else None
-    with _progress(len(items)) as bar:
-        predicted = predict(predictor, items, task, output, batch_size=batch_size, train_ids=table,
-                            categories=category_ids, progress=lambda done, total: bar.update(1))
-    for failure in predicted.failures:
-        click.echo(f"error: {failure}", err=True)
-    click.echo(f"{len(predicted.json_files)} of {len(items)} images predicted into {output}", err=True)
-    return predicted
-
-
-def _predictions_or_model(pred, model, images, flags: str):
-    if model is None and pred is None:
+def _predictions_or_model(pred, run: ModelRun, flags: str):
+    if run.model is None and pred is None:
         raise click.UsageError(f"give {flags} (saved predictions) or --model and --images (run a model)")
-    if model is not None and pred is not None:
+    if run.model is not None and pred is not None:
         raise click.UsageError(f"give either {flags} or --model, not both")
-    if model is not None and images is None:
+    if run.model is not None and run.images is None:
         raise click.UsageError("--model needs --images, the folder of the dataset's images")
 
 
@@ -151,23 +184,19 @@ def eval_group():
 @click.option("--class-agnostic", is_flag=True, help="All categories as one (CutLER's protocol).")
 @_model_options
 @_json_option
-def instance(gt, pred, iou_type, class_agnostic, model, images, weights, device, batch_size, limit, output,
-             json_path, **engine):
+def instance(gt, pred, iou_type, class_agnostic, json_path, run):
     """Mask (and box) AP with pycocotools, per-category AP as detectron2 reports it."""
     from ..evaluation.instance import evaluate_instances, segkit_results
     from ..evaluation.predictions import dataset_images
 
-    _predictions_or_model(pred, model, images, "--pred")
-    try:
+    _predictions_or_model(pred, run, "--pred")
+    with _errors_as_lines():
         image_ids = None
-        if model is not None:
-            items = dataset_images(gt, images, limit)
-            keep = None if class_agnostic else _gt_category_ids(gt)
-            predicted = _run_model(model, weights, device, batch_size, output, "instance", items, keep, engine)
+        if run.model is not None:
+            items = dataset_images(gt, run.images, run.limit)
+            predicted = run.predict("instance", items, None if class_agnostic else _gt_category_ids(gt))
             pred, image_ids = segkit_results(predicted.json_files.values(), gt), list(predicted.json_files)
         sections = evaluate_instances(gt, pred, iou_type=iou_type, class_agnostic=class_agnostic, image_ids=image_ids)
-    except SegkitError as exc:
-        _fail(str(exc))
     _finish(sections, json_path)
 
 
@@ -179,29 +208,24 @@ def instance(gt, pred, iou_type, class_agnostic, model, images, weights, device,
 @_model_options
 @_workers_option
 @_json_option
-def panoptic(gt, gt_dir, pred, pred_dir, model, images, weights, device, batch_size, limit, output, workers,
-             json_path, **engine):
+def panoptic(gt, gt_dir, pred, pred_dir, workers, json_path, run):
     """PQ, SQ, RQ (All, Things, Stuff and per class) with panopticapi's rules."""
     from pathlib import Path
 
     from ..evaluation.panoptic import load_pairs, score_pairs
     from ..evaluation.predictions import dataset_images
 
-    _predictions_or_model(pred, model, images, "--pred and --pred-dir")
-    if model is None and pred_dir is None:
+    _predictions_or_model(pred, run, "--pred and --pred-dir")
+    if run.model is None and pred_dir is None:
         raise click.UsageError("--pred needs --pred-dir, the folder of its PNGs")
-    try:
+    with _errors_as_lines():
         image_ids = None
-        if model is not None:
-            items = dataset_images(gt, images, limit)
-            predicted = _run_model(model, weights, device, batch_size, output, "panoptic", items,
-                                   _gt_category_ids(gt), engine)
-            pred, pred_dir, image_ids = Path(output) / "panoptic.json", output, list(predicted.json_files)
+        if run.model is not None:
+            predicted = run.predict("panoptic", dataset_images(gt, run.images, run.limit), _gt_category_ids(gt))
+            pred, pred_dir, image_ids = Path(run.output) / "panoptic.json", run.output, list(predicted.json_files)
         categories, pairs = load_pairs(gt, gt_dir, pred, pred_dir, image_ids)
         with _progress(len(pairs)) as bar:
             section = score_pairs(categories, pairs, workers=workers, progress=bar)
-    except SegkitError as exc:
-        _fail(str(exc))
     _finish({"panoptic": section}, json_path)
 
 
@@ -216,30 +240,26 @@ def panoptic(gt, gt_dir, pred, pred_dir, model, images, weights, device, batch_s
 @_model_options
 @_workers_option
 @_json_option
-def semantic(gt_dir, pred_dir, classes, layout, model, images, weights, device, batch_size, limit, output, workers,
-             json_path, **engine):
+def semantic(gt_dir, pred_dir, classes, layout, workers, json_path, run):
     """mIoU, fwIoU, mACC, pACC and per-class IoU/accuracy as detectron2's SemSegEvaluator (percent)."""
     from pathlib import Path
 
     from ..evaluation.predictions import label_images, train_id_table
     from ..evaluation.semantic import LAYOUTS, evaluate_semantic, load_classes, pair_files
 
-    _predictions_or_model(pred_dir, model, images, "--pred-dir")
-    try:
+    _predictions_or_model(pred_dir, run, "--pred-dir")
+    with _errors_as_lines():
         label_set = load_classes(classes)
-        if model is None:
+        if run.model is None:
             pairs = pair_files(gt_dir, pred_dir, layout)
         else:
             spec = LAYOUTS[layout]
             gt_files = sorted(Path(gt_dir).rglob(spec.gt_pattern))
-            items = label_images(gt_files, images, spec.image_suffix, spec.gt_suffix, limit)
-            predicted = _run_model(model, weights, device, batch_size, output, "semantic", items,
-                                   set(label_set.category_ids), engine,
-                                   train_ids=lambda labels: train_id_table(labels.category_ids, label_set))
+            items = label_images(gt_files, run.images, spec.image_suffix, spec.gt_suffix, run.limit)
+            predicted = run.predict("semantic", items, set(label_set.category_ids),
+                                    train_ids=lambda labels: train_id_table(labels.category_ids, label_set))
             pairs = [(gt, json_file.with_name(json_file.name[: -len(".json")] + "_trainids.png"))
                      for gt, json_file in predicted.json_files.items()]
         with _progress(len(pairs)) as bar:
             section = evaluate_semantic(pairs, label_set, layout=layout, workers=workers, progress=bar)
-    except SegkitError as exc:
-        _fail(str(exc))
     _finish({"semantic": section}, json_path)
