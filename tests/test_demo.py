@@ -206,6 +206,12 @@ def _same_segments(page_json: bytes, cli_json: Path):
     assert ours["model"] == theirs["model"] and Path(ours["image"]).name == Path(theirs["image"]).name
 
 
+def _page_shows_cli_files(page, tab: str, cli: Path, photo: Path):
+    """The tab's overlay is the CLI's pixel for pixel (so at the photo's own size), its S.json the CLI's."""
+    np.testing.assert_array_equal(page.image(f"{tab}-overlay"), np.asarray(Image.open(cli / f"{photo.stem}_overlay.png")))
+    _same_segments(page.file(f"{tab}-json"), cli / f"{photo.stem}.json")
+
+
 def test_oneformer_tab_shows_what_the_cli_writes(page, models, examples_dir, tmp_path):
     photo = examples_dir / "cat.jpg"
     page.upload("oneformer", photo)
@@ -218,11 +224,8 @@ def test_oneformer_tab_shows_what_the_cli_writes(page, models, examples_dir, tmp
               str(models["oneformer"]), "--save", "labels,json"]
     cli = _cli(common + ["--alpha", "0.6"], tmp_path / "cli")
     opaque = _cli(common + ["--alpha", "1"], tmp_path / "opaque")
-    overlay = page.image("oneformer-overlay")
-    assert overlay.shape == _photo_shape(photo)
-    np.testing.assert_array_equal(overlay, np.asarray(Image.open(cli / "cat_overlay.png")))
+    _page_shows_cli_files(page, "oneformer", cli, photo)
     np.testing.assert_array_equal(page.image("oneformer-map"), np.asarray(Image.open(opaque / "cat_overlay.png")))
-    _same_segments(page.file("oneformer-json"), cli / "cat.json")
     labels = np.asarray(Image.open(io.BytesIO(page.file("oneformer-labels"))))
     np.testing.assert_array_equal(labels, np.asarray(Image.open(cli / "cat_labels.png")))
     legend = page.page.locator("#oneformer-legend").inner_text().split("\n")
@@ -242,10 +245,7 @@ def test_cutler_tab_shows_what_the_cli_writes(page, models, examples_dir, tmp_pa
     cli = _cli(["cutler", str(photo), "--weights", str(models["cutler"]), "--config", str(models["cutler_config"]),
                 "--threshold", "0.05", "--max-detections", "7", "--alpha", "0.3", "--save", "labels,json"],
                tmp_path / "cli")
-    overlay = page.image("cutler-overlay")
-    assert overlay.shape == _photo_shape(photo)
-    np.testing.assert_array_equal(overlay, np.asarray(Image.open(cli / "coffee_overlay.png")))
-    _same_segments(page.file("cutler-json"), cli / "coffee.json")
+    _page_shows_cli_files(page, "cutler", cli, photo)
     page.assert_local()
 
 
@@ -259,11 +259,8 @@ def test_clipseg_tab_shows_what_the_cli_writes(page, models, examples_dir, tmp_p
     assert "2 segments by clipseg-rd64-refined" in page.run("clipseg")
     cli = _cli(["clipseg", str(photo), "-p", "cat", "-p", "grass", "--weights", str(models["clipseg"]),
                 "--threshold", "0.5", "--alpha", "0.7", "--save", "json,grid"], tmp_path / "cli")
-    overlay = page.image("clipseg-overlay")
-    assert overlay.shape == _photo_shape(photo)
-    np.testing.assert_array_equal(overlay, np.asarray(Image.open(cli / "cat_overlay.png")))
+    _page_shows_cli_files(page, "clipseg", cli, photo)
     np.testing.assert_array_equal(page.image("clipseg-grid"), np.asarray(Image.open(cli / "cat_grid.png")))
-    _same_segments(page.file("clipseg-json"), cli / "cat.json")
     page.assert_local()
 
 
@@ -276,10 +273,7 @@ def test_maskcut_tab_shows_what_the_cli_writes(page, models, examples_dir, tmp_p
     assert "by maskcut-dino-vitb8" in page.run("maskcut")
     cli = _cli(["maskcut", str(photo), "--weights", str(models["maskcut"]), "--fixed-size", "160", "--no-crf",
                 "--alpha", "0.4", "--save", "labels,json"], tmp_path / "cli")
-    overlay = page.image("maskcut-overlay")
-    assert overlay.shape == _photo_shape(photo)
-    np.testing.assert_array_equal(overlay, np.asarray(Image.open(cli / "coffee_overlay.png")))
-    _same_segments(page.file("maskcut-json"), cli / "coffee.json")
+    _page_shows_cli_files(page, "maskcut", cli, photo)
     page.assert_local()
 
 
