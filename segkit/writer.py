@@ -38,10 +38,10 @@ class OutputWriter:
         self._annotations: list[dict] = []
         self._panoptic: list[dict] = []
         self._categories: dict[int, dict] = {}
-        self._panoptic_json = None
+        self.panoptic_json = None  # the batch's panoptic.json (or panoptic-K.json, if taken) with --save panoptic
         self.images_written = 0
         if "panoptic" in self.save:
-            _, (self._panoptic_json,) = self.out.claim(lambda k: ["panoptic.json" if k == 0 else f"panoptic-{k}.json"])
+            _, (self.panoptic_json,) = self.out.claim(lambda k: ["panoptic.json" if k == 0 else f"panoptic-{k}.json"])
 
     def names(self, source, result) -> tuple[str, dict]:
         """The stem and every file name (by role) this result will be written under, claimed together."""
@@ -151,7 +151,7 @@ class OutputWriter:
 
     def _remember(self, source, image, result, roles, segments, segments_info):
         """Keep what the batch files need (small: RLE and segment info, never masks)."""
-        if self.coco_path is None and self._panoptic_json is None:
+        if self.coco_path is None and self.panoptic_json is None:
             return
         image_id = self._image_id(source)
         self._images.append({"id": image_id, "file_name": str(source), "width": int(image.shape[1]),
@@ -186,9 +186,9 @@ class OutputWriter:
         """Write the batch files (panoptic.json, the COCO file) for the images written so far."""
         written = []
         categories = [self._categories[k] for k in sorted(self._categories)]
-        if self._panoptic_json is not None:
+        if self.panoptic_json is not None:
             data = {"images": self._images, "annotations": self._panoptic, "categories": categories}
-            written += self.out.write_all({self._panoptic_json: lambda p: write_json(p, data)})
+            written += self.out.write_all({self.panoptic_json: lambda p: write_json(p, data)})
         if self.coco_path is not None:
             data = {"images": self._images, "annotations": self._annotations, "categories": categories}
             coco_folder = OutputFolder(self.coco_path.parent)

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from segkit.cli import main
+from segkit.evaluation.instance import evaluate_instances, segkit_results
 from segkit.evaluation.panoptic import evaluate_panoptic
 from segkit.evaluation.semantic import evaluate_semantic, load_classes
 
@@ -56,7 +57,10 @@ def test_instance_model_run_with_a_limit(tmp_path, weights):
     assert "3 of 3 images predicted" in run.stderr
     assert sorted(p.name for p in out.glob("*.json")) == ["img01.json", "img02.json", "img03.json"]
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert set(metrics["instance_segm"]["stats"]) >= {"AP", "AP50", "AR100"}
+    # Scored on those three images only: what pycocotools gives for their predictions and image ids.
+    gt = EVAL / "gt" / "instances.json"
+    expected = evaluate_instances(gt, segkit_results(sorted(out.glob("img0?.json")), gt), image_ids=[1, 2, 3])
+    assert metrics["instance_segm"] == json.loads(json.dumps(expected["instance_segm"]))
 
 
 def test_semantic_model_run_scores_in_the_ground_truths_train_ids(tmp_path, weights):
@@ -73,9 +77,27 @@ def test_semantic_model_run_scores_in_the_ground_truths_train_ids(tmp_path, weig
                                                                                               rel=1e-12, abs=1e-12)
 
 
+def test_semantic_model_run_refuses_a_missing_ground_truth_folder(tmp_path, weights):
+    run = CliRunner().invoke(main, ["eval", "semantic", "--gt-dir", str(tmp_path / "nowhere"), "--classes",
+                                    str(EVAL / "gt" / "semantic_classes.json"), "--model", "oneformer-coco-swin-l",
+                                    "--weights", str(weights), "--images", str(EVAL / "images"), "--device", "cpu",
+                                    "-o", str(tmp_path / "pred")])
+    assert run.exit_code == 1 and f"{tmp_path / 'nowhere'}: no such folder (--gt-dir)" in run.output
+    assert not (tmp_path / "pred").exists()
+
+
 def test_model_and_saved_predictions_are_exclusive():
     run = CliRunner().invoke(main, ["eval", "instance", "--gt", str(EVAL / "gt" / "instances.json")])
     assert run.exit_code == 2 and "--model and --images" in run.output
     run = CliRunner().invoke(main, ["eval", "instance", "--gt", str(EVAL / "gt" / "instances.json"), "--model",
                                     "cutler"])
     assert run.exit_code == 2 and "--images" in run.output
+
+
+def test_semantic_model_run_needs_a_model_with_classes(tmp_path):
+    clipseg = tiny_model_args("clipseg", tmp_path)["weights"]
+    run = CliRunner().invoke(main, ["eval", "semantic", "--gt-dir", str(EVAL / "gt" / "semantic"), "--classes",
+                                    str(EVAL / "gt" / "semantic_classes.json"), "--model", "clipseg", "--weights",
+                                    str(clipseg), "--images", str(EVAL / "images"), "--device", "cpu", "-o",
+                                    str(tmp_path / "pred")])
+    assert run.exit_code == 2 and "clipseg has no fixed classes to score against --classes" in run.output

@@ -73,6 +73,9 @@ class ModelRun:
         from ..evaluation.predictions import predict
 
         predictor = self.predictor()
+        if train_ids is not None and predictor.labels is None:
+            raise click.UsageError(f"{self.model} has no fixed classes to score against --classes; "
+                                   "choose a semantic model (see 'segkit models')")
         table = train_ids(predictor.labels) if train_ids is not None else None
         with _progress(len(items)) as bar:
             predicted = predict(predictor, items, task, self.output, batch_size=self.batch_size, train_ids=table,
@@ -210,8 +213,6 @@ def instance(gt, pred, iou_type, class_agnostic, json_path, run):
 @_json_option
 def panoptic(gt, gt_dir, pred, pred_dir, workers, json_path, run):
     """PQ, SQ, RQ (All, Things, Stuff and per class) with panopticapi's rules."""
-    from pathlib import Path
-
     from ..evaluation.panoptic import load_pairs, score_pairs
     from ..evaluation.predictions import dataset_images
 
@@ -222,7 +223,7 @@ def panoptic(gt, gt_dir, pred, pred_dir, workers, json_path, run):
         image_ids = None
         if run.model is not None:
             predicted = run.predict("panoptic", dataset_images(gt, run.images, run.limit), _gt_category_ids(gt))
-            pred, pred_dir, image_ids = Path(run.output) / "panoptic.json", run.output, list(predicted.json_files)
+            pred, pred_dir, image_ids = predicted.panoptic_json, run.output, list(predicted.json_files)
         categories, pairs = load_pairs(gt, gt_dir, pred, pred_dir, image_ids)
         with _progress(len(pairs)) as bar:
             section = score_pairs(categories, pairs, workers=workers, progress=bar)
@@ -242,10 +243,8 @@ def panoptic(gt, gt_dir, pred, pred_dir, workers, json_path, run):
 @_json_option
 def semantic(gt_dir, pred_dir, classes, layout, workers, json_path, run):
     """mIoU, fwIoU, mACC, pACC and per-class IoU/accuracy as detectron2's SemSegEvaluator (percent)."""
-    from pathlib import Path
-
     from ..evaluation.predictions import label_images, train_id_table
-    from ..evaluation.semantic import LAYOUTS, evaluate_semantic, load_classes, pair_files
+    from ..evaluation.semantic import LAYOUTS, evaluate_semantic, gt_label_files, load_classes, pair_files
 
     _predictions_or_model(pred_dir, run, "--pred-dir")
     with _errors_as_lines():
@@ -254,12 +253,11 @@ def semantic(gt_dir, pred_dir, classes, layout, workers, json_path, run):
             pairs = pair_files(gt_dir, pred_dir, layout)
         else:
             spec = LAYOUTS[layout]
-            gt_files = sorted(Path(gt_dir).rglob(spec.gt_pattern))
-            items = label_images(gt_files, run.images, spec.image_suffix, spec.gt_suffix, run.limit)
+            items = label_images(gt_label_files(gt_dir, layout), run.images, spec.image_suffix, spec.gt_suffix,
+                                 run.limit)
             predicted = run.predict("semantic", items, set(label_set.category_ids),
                                     train_ids=lambda labels: train_id_table(labels.category_ids, label_set))
-            pairs = [(gt, json_file.with_name(json_file.name[: -len(".json")] + "_trainids.png"))
-                     for gt, json_file in predicted.json_files.items()]
+            pairs = list(predicted.label_maps.items())
         with _progress(len(pairs)) as bar:
             section = evaluate_semantic(pairs, label_set, layout=layout, workers=workers, progress=bar)
     _finish({"semantic": section}, json_path)

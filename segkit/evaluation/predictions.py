@@ -25,6 +25,8 @@ class Predicted:
     """What the run left: each ground-truth image id (or label file) with its S.json, and failures."""
 
     json_files: dict = field(default_factory=dict)  # ground-truth image id (or GT label path) -> S.json path
+    label_maps: dict = field(default_factory=dict)  # GT label path -> <stem>_trainids.png (semantic)
+    panoptic_json: Path | None = None  # the batch's panoptic.json (panoptic)
     failures: list[str] = field(default_factory=list)
     out_dir: Path | None = None
 
@@ -135,12 +137,15 @@ def predict(predictor: Predictor, items, task: str, out_dir, *, batch_size: int 
                 predicted.failures.append(outcome.error)
                 continue
             json_file = next(p for p in outcome.files if p.suffix == ".json")
-            predicted.json_files[keys[str(outcome.source)]] = json_file
+            key = keys[str(outcome.source)]
+            predicted.json_files[key] = json_file
             if train_ids is not None:
                 mapped = _in_train_ids(outcome.result, train_ids)
                 name = json_file.name[: -len(".json")] + "_trainids.png"
-                writer.out.write_all({name: lambda p, m=mapped: write_png(m, p)})
+                predicted.label_maps[key], = writer.out.write_all({name: lambda p, m=mapped: write_png(m, p)})
         writer.finish()
+        if writer.panoptic_json is not None:
+            predicted.panoptic_json = out_dir / writer.panoptic_json
     finally:
         writer.close()
     return predicted

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import json
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +75,11 @@ def ade20k_train_ids(labels: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _cityscapes_table() -> np.ndarray:
-    data = json.loads(resources.files("segkit").joinpath("labels", "cityscapes_19.json").read_text("utf-8"))
+    from ..labels import load_labels
+
+    labels = load_labels("cityscapes_19")  # in train-id order: class i is train id i
     table = np.full(256, IGNORE, dtype=np.uint8)
-    for category in data["categories"]:
-        table[category["id"]] = category["trainId"]
+    table[labels.category_ids] = np.arange(len(labels))
     table.flags.writeable = False
     return table
 
@@ -118,30 +117,40 @@ def pair_files(gt_dir, pred_dir, layout: str = "plain") -> list[tuple[Path, Path
     """
     spec = LAYOUTS[layout]
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
-    for folder, what in ((gt_dir, "--gt-dir"), (pred_dir, "--pred-dir")):
-        if not folder.is_dir():
-            raise EvaluationInputError(f"{folder}: no such folder ({what})")
+    gt_files = gt_label_files(gt_dir, layout)
+    if not pred_dir.is_dir():
+        raise EvaluationInputError(f"{pred_dir}: no such folder (--pred-dir)")
     listing = functools.cache(_file_names)  # one listing per folder, not a stat per candidate
     pairs = []
+    for gt in gt_files:
+        pred_folders = (pred_dir / gt.parent.relative_to(gt_dir), pred_dir)
+        name = os.path.splitext(gt.name)[0].removesuffix(spec.gt_suffix)
+        stems = [name + spec.image_suffix, name] if spec.image_suffix else [name]
+        names = [f"{stem}{ending}" for stem in stems for ending in (".png", "_labels.png")]
+        found = next((pred / n for pred in pred_folders for n in names if n in listing(pred)), None)
+        if found is None:  # a case-insensitive file system also finds names spelt otherwise
+            found = next((c for c in (pred / n for pred in pred_folders for n in names) if c.is_file()), None)
+        if found is None:
+            raise EvaluationInputError(f"{gt}: no prediction for it in {pred_dir} (looked for {names[0]}"
+                                       f" and {names[1]})")
+        pairs.append((gt, found))
+    return pairs
+
+
+def gt_label_files(gt_dir, layout: str = "plain") -> list[Path]:
+    """The layout's ground-truth label files under ``gt_dir``, folder by folder in name order; an
+    error if the folder is missing or holds none."""
+    spec = LAYOUTS[layout]
+    gt_dir = Path(gt_dir)
+    if not gt_dir.is_dir():
+        raise EvaluationInputError(f"{gt_dir}: no such folder (--gt-dir)")
+    found = []
     for folder, subfolders, files in os.walk(gt_dir):  # folder by folder: no Path work per file to group them
         subfolders.sort()
-        gt_folder = Path(folder)
-        pred_folders = (pred_dir / gt_folder.relative_to(gt_dir), pred_dir)
-        for file_name in sorted(fnmatch.filter(files, spec.gt_pattern)):
-            gt = gt_folder / file_name
-            name = os.path.splitext(file_name)[0].removesuffix(spec.gt_suffix)
-            stems = [name + spec.image_suffix, name] if spec.image_suffix else [name]
-            names = [f"{stem}{ending}" for stem in stems for ending in (".png", "_labels.png")]
-            found = next((pred / n for pred in pred_folders for n in names if n in listing(pred)), None)
-            if found is None:  # a case-insensitive file system also finds names spelt otherwise
-                found = next((c for c in (pred / n for pred in pred_folders for n in names) if c.is_file()), None)
-            if found is None:
-                raise EvaluationInputError(f"{gt}: no prediction for it in {pred_dir} (looked for {names[0]}"
-                                           f" and {names[1]})")
-            pairs.append((gt, found))
-    if not pairs:
+        found += [Path(folder) / name for name in sorted(fnmatch.filter(files, spec.gt_pattern))]
+    if not found:
         raise EvaluationInputError(f"{gt_dir}: no ground-truth files matching {spec.gt_pattern}")
-    return pairs
+    return found
 
 
 def _file_names(folder: Path) -> frozenset:
