@@ -30,11 +30,14 @@ class OutputWriter:
         self.folder = Path(folder)
         self.save = set(save)
         self.alpha = alpha
+        if overlay_format not in OVERLAY_FORMATS:
+            raise ValueError(f"overlay_format must be one of {OVERLAY_FORMATS}, not {overlay_format!r}")
         self.overlay_format = overlay_format  # 'jpg' (quality 95): a small, fast overlay; everything else stays lossless
         self.model_info = dict(model_info or {})
         self.out = OutputFolder(self.folder, protected=inputs)
         self.coco_path = Path(coco_path) if coco_path else None
         self._images: list[dict] = []
+        self._image_ids: set[int] = set()
         self._annotations: list[dict] = []
         self._panoptic: list[dict] = []
         self._categories: dict[int, dict] = {}
@@ -154,6 +157,7 @@ class OutputWriter:
         if self.coco_path is None and self.panoptic_json is None:
             return
         image_id = self._image_id(source)
+        self._image_ids.add(image_id)
         self._images.append({"id": image_id, "file_name": str(source), "width": int(image.shape[1]),
                              "height": int(image.shape[0])})
         for i in range(len(result)):
@@ -173,7 +177,7 @@ class OutputWriter:
     def _image_id(self, source) -> int:
         """The number a COCO image file's name carries (``000000397133.jpg`` is image 397133, as in COCO's
         own annotations), else the next number not yet used."""
-        used = {image["id"] for image in self._images}
+        used = self._image_ids
         stem = Path(str(source)).stem
         if stem.isdigit() and int(stem) not in used:
             return int(stem)

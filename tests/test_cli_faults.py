@@ -70,6 +70,24 @@ def test_a_signal_stops_cleanly(tmp_path, photos, tiny_clipseg, sig, code, word)
     assert not list(out.glob(".segkit-run-*"))
 
 
+def test_an_interrupt_counts_the_videos_already_done(tmp_path, photos, tiny_clipseg):
+    """A video finished before Ctrl-C is among the inputs the summary counts as done."""
+    from test_video import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", n=3)
+    out = tmp_path / "out"
+    proc = _start(["clipseg", str(clip), str(photos), "-p", "cat", "--weights", str(tiny_clipseg), "-o", str(out),
+                   "--device", "cpu"])
+    _wait_for(out, "img*.json", count=2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.endswith(f" of {PHOTOS} images and 1 video"), stderr
+    done = int(last.split(" after ")[1].split(" of ")[0])
+    assert done == len(list(out.glob("img*.json"))) + 1 and (out / "clip_overlay.mp4").is_file()
+
+
 def test_two_runs_into_one_folder_keep_every_result(tmp_path, photos, tiny_clipseg):
     out = tmp_path / "common"
     subset = [str(photos / f"img{k:02d}.png") for k in range(PHOTOS)]

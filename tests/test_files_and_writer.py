@@ -275,3 +275,9 @@ def test_batch_files_number_coco_images_as_coco_does(tmp_path):
     data = json.loads((tmp_path / "coco.json").read_text())
     assert [image["id"] for image in data["images"]] == [397133, 2, 3, 4]
     assert len({a["id"] for a in data["annotations"]}) == 8
+
+
+def test_an_unknown_overlay_format_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="overlay_format must be one of"):
+        OutputWriter(tmp_path / "out", overlay_format="jpeg")
+    assert not (tmp_path / "out").exists()

@@ -143,6 +143,8 @@ def test_reading_and_writing_run_below_the_models_priority(tmp_path, monkeypatch
     writer = OutputWriter(tmp_path / "out")
     monkeypatch.setattr(writer, "write", noting("write", writer.write))
     base = nice()
+    if base >= 19:
+        missing("the tests run at nice 19 already: no lower priority to see")
     outcomes = list(run(seg, [_img(tmp_path / "a.png"), _img(tmp_path / "b.png")], {}, writer))
     writer.close()
     assert all(o.ok for o in outcomes)

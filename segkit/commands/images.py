@@ -296,6 +296,7 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
                    file=sys.stderr, unit="input")
         frames = FrameBars(enabled=interactive)
         outcomes = None
+        videos_done = 0  # images are counted by the writer (it knows of a last write finished while stopping)
         try:
             from ..runner import describe, run
 
@@ -310,6 +311,7 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
             for outcome in outcomes:
                 frames.close()
                 bar.update(1)
+                videos_done += outcome.ok and outcome.frames is not None
                 if not outcome.ok:
                     message = (describe(outcome.source, outcome.exception, for_cli=True)
                                if outcome.exception is not None else outcome.error)
@@ -338,7 +340,7 @@ def run_images(backend: str, model_name: str, options: dict, *, images, weights,
         if stopped in (130, 143):
             word = "interrupted" if stopped == 130 else "terminated"
             note = f"; {writer.images_written} in {coco}" if coco else ""
-            finished = writer.images_written + len(failures) - len(inputs.missing)  # written, or failed
+            finished = writer.images_written + videos_done + len(failures) - len(inputs.missing)  # done, or failed
             click.echo(f"error: {word} after {finished} of {_count(inputs.paths)}{note}", err=True)
             sys.exit(stopped)
         if batch_files and not quiet:

@@ -129,8 +129,8 @@ def _request(controls, values) -> tuple[dict, float]:
     for control, raw in zip(controls, values):
         if control.kind == "alpha":
             alpha = float(raw)
-        elif control.kind == "option" and control.value(raw) is not None:
-            options[control.name] = control.value(raw)
+        elif control.kind == "option" and (value := control.value(raw)) is not None:
+            options[control.name] = value
     return options, alpha
 
 

@@ -61,7 +61,7 @@ def segment(segmenter, image_path, options: dict, folder: Path, *, save, alpha: 
     writer = OutputWriter(folder, save=save, alpha=alpha, inputs=[image_path],
                           model_info={"weights": segmenter.source})
     try:
-        outcome = next(iter(run(segmenter, [image_path], options, writer, max_pixels=max_pixels)))
+        (outcome,) = run(segmenter, [image_path], options, writer, max_pixels=max_pixels)  # the run ends whole
     finally:
         writer.close()
     if not outcome.ok:  # in the command line's words: the demo has the same flags (--max-pixels, ...)
