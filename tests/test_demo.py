@@ -274,6 +274,7 @@ def test_maskcut_tab_shows_what_the_cli_writes(page, models, examples_dir, tmp_p
     cli = _cli(["maskcut", str(photo), "--weights", str(models["maskcut"]), "--fixed-size", "160", "--no-crf",
                 "--alpha", "0.4", "--save", "labels,json"], tmp_path / "cli")
     _page_shows_cli_files(page, "maskcut", cli, photo)
+    assert json.loads(page.file("maskcut-json"))["segments"]  # something was found, so the overlay shows it
     page.assert_local()
 
 
